@@ -1,0 +1,55 @@
+"""Which implementation of the per-packet core this process runs, and a loud failure when the native
+build is missing.
+
+The native modules live in media/_native/ and each has a readable Python twin in media/ with the same
+API. The server refuses to start on the twin unless asked to explicitly (`--python-core`), so a broken
+build is never discovered as a slow server in production.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+NATIVE_MODULES = ("rtp",)
+
+
+class NativeCoreMissing(RuntimeError):
+    pass
+
+
+def _load_native(name: str) -> ModuleType:
+    return importlib.import_module(f"media._native.{name}")
+
+
+def native_error() -> str | None:
+    """None when every native module imports, else the reason the first one does not."""
+    for name in NATIVE_MODULES:
+        try:
+            _load_native(name)
+        except ImportError as exc:
+            return f"media._native.{name}: {exc}"
+    return None
+
+
+def require_native() -> None:
+    err = native_error()
+    if err is not None:
+        raise NativeCoreMissing(
+            f"the native media core is not built ({err}); run scripts/setup.sh, "
+            "or start with --python-core to run the slow Python twin on purpose"
+        )
+
+
+def rtp_module(python_core: bool = False) -> ModuleType:
+    """The RTP/RTCP module to use: native unless python_core is set."""
+    if python_core:
+        return importlib.import_module("media.rtp")
+    return _load_native("rtp")
+
+
+def describe(python_core: bool = False) -> str:
+    if python_core:
+        return "Python twin (media/rtp.py): slow path, chosen with --python-core"
+    mod = _load_native("rtp")
+    return f"native Cython ({mod.__file__})"

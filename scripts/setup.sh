@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Prepares the project on a Debian machine: build tools, the virtual environment at .venv and the
+# native (Cython) media core. Safe to run again; it only does what is missing.
+#   scripts/setup.sh          server dependencies
+#   scripts/setup.sh --test   plus test tools, Debian packages for the tests and the WebSDK from npm
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" != 0 ]; then
+        say "missing Debian packages: ${missing[*]} (run as root, or install them first)"
+        exit 1
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    if [ -z "${_apt_updated:-}" ]; then
+        apt-get update -qq
+        _apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+PY=${PYTHON:-python3}
+# A compiler and the Python headers build the native core; venv makes the environment.
+command -v "$PY" >/dev/null || apt_install python3
+if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then apt_install python3-venv; fi
+command -v cc >/dev/null || apt_install gcc libc6-dev
+if ! "$PY" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
+    apt_install python3-dev
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --upgrade pip >/dev/null
+extras=""
+[ $want_test = 1 ] && extras="[test]"
+say "installing Python dependencies and building the native core"
+"$VPY" -m pip install -q "setuptools>=69" wheel "Cython>=3.0.10,<3.4"
+# --no-build-isolation: build with the Cython just installed (no second download); -e keeps the
+# extension next to its .pyx so the tests import the tree they see.
+"$VPY" -m pip install -q --no-build-isolation -e ".${extras}"
+"$VPY" -c 'import media.native as n; n.require_native(); print("[setup] native media core:", n.describe())' >&2
+
+if [ $want_test = 1 ]; then
+    # Real clients for the tests: headless Chromium with its driver, ffmpeg, network namespaces.
+    apt_install chromium chromium-driver ffmpeg iproute2 util-linux openssl ca-certificates
+    command -v npm >/dev/null || apt_install npm
+    if [ ! -f node_modules/@flashphoner/websdk/flashphoner.js ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+        say "installing the official WebSDK from npm"
+        npm ci --no-audit --no-fund --loglevel=error >/dev/null
+    fi
+fi

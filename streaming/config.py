@@ -1,0 +1,315 @@
+"""Server configuration: one schema, read from a TOML file, environment variables and command-line flags.
+
+Precedence, lowest to highest: built-in defaults, the TOML file, STREAMING_* environment variables, flags.
+Every setting has one dotted name (`ws.port`) that maps to a TOML key (`[ws] port = 8080`), an
+environment variable (`STREAMING_WS_PORT`) and a flag (`--ws-port`). A bad value is a ConfigError whose
+message says which setting, which value and where it came from, so the CLI prints one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+import tomllib
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a port number")
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a port number 0..65535") from None
+    if not 0 <= port <= 65535:
+        raise ValueError("must be a port number 0..65535")
+    return port
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number") from None
+    if not number > 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a whole number") from None
+    if number <= 0:
+        raise ValueError("must be greater than 0")
+    return number
+
+
+def _address(value: Any) -> str:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must be an IP address")
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError("must be an IP address (like 127.0.0.1 or ::1)") from None
+    return text
+
+
+def _bind_address(value: Any) -> str:
+    text = str(value).strip()
+    if text in ("", "*"):
+        return "0.0.0.0"
+    return _address(text)
+
+
+def _address_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        items = [part for part in value.replace(",", " ").split() if part]
+    elif isinstance(value, list | tuple):
+        items = [str(part) for part in value]
+    else:
+        raise ValueError("must be a list of IP addresses")
+    return [_address(item) for item in items]
+
+
+def _optional_address(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    return _address(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("must be text")
+    return str(value)
+
+
+def _node_id(value: Any) -> str:
+    text = _text(value).strip()
+    if not text or len(text) > 128 or not all(c.isalnum() or c in "-_.@" for c in text):
+        raise ValueError("must be 1..128 characters of letters, digits, '-', '_', '.', '@'")
+    return text
+
+
+def _path(value: Any) -> Path:
+    text = _text(value)
+    if not text or "\x00" in text:
+        raise ValueError("must be a file system path")
+    return Path(text).expanduser()
+
+
+def _optional_path(value: Any) -> Path | None:
+    if value in (None, ""):
+        return None
+    return _path(value)
+
+
+def _log_level(value: Any) -> str:
+    text = _text(value).upper()
+    if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be one of debug, info, warning, error")
+    return text
+
+
+def _choice(value: Any, choices: tuple[str, ...]) -> str:
+    text = _text(value).upper()
+    if text not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}")
+    return text
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # dotted: section.key
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+    repeatable: bool = False  # a flag that may be given several times (a list)
+    is_flag: bool = False  # a boolean flag without a value
+    flag_name: str | None = None  # when the derived --section-key reads badly
+
+    @property
+    def env(self) -> str:
+        return "STREAMING_" + self.name.replace(".", "_").upper()
+
+    @property
+    def flag(self) -> str:
+        if self.flag_name:
+            return self.flag_name
+        section, key = self.name.split(".", 1)
+        if section == "server":
+            return "--" + key.replace("_", "-")
+        return "--" + f"{section}-{key}".replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server.node_id", None, _node_id, "node id reported in hooks and getUserData (default: host name)"),
+    Setting("server.data_dir", "data", _path, "folder for all state: database, records, segments, reports"),
+    Setting("server.bind", "0.0.0.0", _bind_address, "address every listener binds to"),
+    Setting("server.log_level", "info", _log_level, "debug, info, warning or error"),
+    Setting("server.python_core", False, _bool, "run the slow Python twin of the media core on purpose",
+            is_flag=True),
+    Setting("ws.port", 8080, _port, "WebSocket port of the client protocol (0: any free port)"),
+    Setting("ws.wss_port", 8443, _port, "secure WebSocket port, used when a certificate is given",
+            flag_name="--wss-port"),
+    Setting("ws.cert", None, _optional_path, "PEM certificate (chain) for wss", flag_name="--cert"),
+    Setting("ws.key", None, _optional_path, "PEM private key for wss", flag_name="--key"),
+    Setting("ws.max_message_bytes", 1_048_576, _positive_int,
+            "largest client message handled; larger ones get a fail answer"),
+    Setting("ws.ping_interval", 5.0, _positive_float, "seconds between the server's pings"),
+    Setting("ws.ping_probes", 10, _positive_int, "silent ping intervals before a session is closed"),
+    Setting("ws.keepalive_grace", 30.0, _positive_float,
+            "seconds a keepAlive session waits for its client to reconnect"),
+    Setting("rest.port", 8081, _port, "REST API, embedded backend and demo pages (0: any free port)"),
+    Setting("hls.port", 8082, _port, "HLS port"),
+    Setting("rtsp.port", 554, _port, "RTSP port"),
+    Setting("ice.address", [], _address_list,
+            "address to gather ICE candidates on; repeatable (default: every non-loopback address)",
+            repeatable=True),
+    Setting("ice.public_address", None, _optional_address, "address announced in candidates (1:1 NAT)"),
+    Setting("hooks.timeout", 5.0, _positive_float, "seconds a backend has to answer a hook"),
+    Setting("hooks.connect_on_error", "FAIL", lambda v: _choice(v, ("FAIL", "LOG")),
+            "connect when the backend cannot be asked: FAIL refuses the session, LOG lets it in"),
+    Setting("hooks.max_connections", 100, _positive_int, "concurrent HTTP connections to backends"),
+    Setting("web.websdk_dir", None, _optional_path,
+            "folder of the @flashphoner/websdk package served at /websdk/ (default: ./node_modules/...)"),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass
+class Config:
+    values: dict[str, Any] = field(default_factory=dict)
+    config_file: Path | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    @property
+    def node_id(self) -> str:
+        return str(self.values["server.node_id"])
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["server.data_dir"])
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "streaming.sqlite3"
+
+
+def _apply(values: dict[str, Any], setting: Setting, raw: Any, origin: str) -> None:
+    try:
+        values[setting.name] = setting.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{setting.name} {exc} (got {raw!r} from {origin})") from None
+
+
+def _flatten_toml(doc: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, body in doc.items():
+        if not isinstance(body, Mapping):
+            # Top-level keys belong to [server].
+            flat[f"server.{section}"] = body
+            continue
+        for key, value in body.items():
+            flat[f"{section}.{key}"] = value
+    unknown = sorted(name for name in flat if name not in BY_NAME)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r} in {origin}")
+    return flat
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    for setting in SETTINGS:
+        env_note = f" [env {setting.env}]"
+        if setting.is_flag:
+            parser.add_argument(setting.flag, dest=setting.name, action="store_const", const=True,
+                                default=None, help=setting.help + env_note)
+        elif setting.repeatable:
+            parser.add_argument(setting.flag, dest=setting.name, action="append", default=None,
+                                metavar="ADDR", help=setting.help + env_note)
+        else:
+            metavar = setting.name.split(".")[-1].upper()
+            parser.add_argument(setting.flag, dest=setting.name, default=None, metavar=metavar,
+                                help=f"{setting.help} (default: {setting.default}){env_note}")
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults < TOML file < environment < flags."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.default is not None:
+            _apply(values, setting, setting.default, "the defaults")
+        else:
+            values[setting.name] = None
+
+    config_file = getattr(args, "config", None) or environ.get("STREAMING_CONFIG")
+    path: Path | None = None
+    if config_file:
+        path = Path(config_file).expanduser()
+        try:
+            with path.open("rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for name, raw in _flatten_toml(doc, str(path)).items():
+            _apply(values, BY_NAME[name], raw, str(path))
+
+    for setting in SETTINGS:
+        if setting.env in environ:
+            _apply(values, setting, environ[setting.env], f"${setting.env}")
+
+    if args is not None:
+        for setting in SETTINGS:
+            raw = getattr(args, setting.name, None)
+            if raw is not None:
+                _apply(values, setting, raw, setting.flag)
+
+    if values["server.node_id"] is None:
+        values["server.node_id"] = _default_node_id()
+    if (values["ws.cert"] is None) != (values["ws.key"] is None):
+        raise ConfigError("ws.cert and ws.key go together: give both for wss, or neither")
+    for name in ("ws.cert", "ws.key"):
+        if values[name] is not None and not Path(values[name]).is_file():
+            raise ConfigError(f"{name} file {values[name]} does not exist")
+    return Config(values=values, config_file=path)
+
+
+def _default_node_id() -> str:
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-_.") or "node"
+    return f"{host[:64]}-{uuid.getnode() & 0xFFFFFF:06x}"

@@ -1,0 +1,163 @@
+"""The server: listeners, the applications registry, the hooks client and the sessions, started and
+stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from media import native
+
+from . import protocol, rest_api
+from .apps import ECHO_BACKEND_PATH, AppRegistry
+from .config import Config
+from .hooks import HookClient
+from .session import Session, SessionRegistry
+from .ws import ClientConnection, Handler
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Server:
+    def __init__(self, config: Config):
+        self.config = config
+        self.python_core = bool(config["server.python_core"])
+        if not self.python_core:
+            native.require_native()
+        self.media_core = native.describe(self.python_core)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.apps = AppRegistry(config.database_path)
+        self.hooks = HookClient(timeout=config["hooks.timeout"], max_connections=config["hooks.max_connections"])
+        self.sessions = SessionRegistry(keepalive_grace=config["ws.keepalive_grace"])
+        self.handlers: dict[str, Handler] = {
+            "publishStream": self._stream_unavailable,
+            "playStream": self._stream_unavailable,
+        }
+        self.started_at = time.time()
+        self.urls: dict[str, str] = {}
+        self._runners: list[web.AppRunner] = []
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> dict[str, str]:
+        await self.hooks.start()
+        bind = self.config["server.bind"]
+        ws_app = web.Application()
+        ws_app.router.add_get("/{tail:.*}", self._websocket)
+        ws_port = await self._listen(ws_app, bind, self.config["ws.port"])
+        self.urls["ws"] = f"ws://{_host_for_url(bind)}:{ws_port}"
+        if self.config["ws.cert"] is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.config["ws.cert"], self.config["ws.key"])
+            wss_port = await self._listen(ws_app, bind, self.config["ws.wss_port"], context)
+            self.urls["wss"] = f"wss://{_host_for_url(bind)}:{wss_port}"
+        rest_port = await self._listen(rest_api.build_app(self), bind, self.config["rest.port"])
+        self.urls["rest"] = f"http://{_host_for_url(bind)}:{rest_port}"
+        self._ensure_default_app(self.urls["rest"])
+        return self.urls
+
+    async def _listen(self, app: web.Application, host: str, port: int,
+                      ssl_context: ssl.SSLContext | None = None) -> int:
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+        await site.start()
+        self._runners.append(runner)
+        server = site._server
+        assert server is not None and isinstance(server, asyncio.base_events.Server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        for session in self.sessions.all():
+            await self.sessions.close(session, "Server shutdown")
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        await self.hooks.close()
+        self.apps.close()
+
+    def _ensure_default_app(self, rest_url: str) -> None:
+        """defaultApp is served by the embedded echo backend; keep its URL on this run's REST port."""
+        echo_url = rest_url + ECHO_BACKEND_PATH
+        app = self.apps.get("defaultApp")
+        if app is None:
+            self.apps.ensure_default(rest_url)
+        elif app.url != echo_url and app.url.endswith(ECHO_BACKEND_PATH) and _is_loopback_url(app.url):
+            log.info("defaultApp follows the embedded backend to %s", echo_url)
+            self.apps.update("defaultApp", url=echo_url)
+
+    def websdk_dir(self) -> Path | None:
+        configured = self.config["web.websdk_dir"]
+        candidates = [configured] if configured else [
+            Path.cwd() / "node_modules/@flashphoner/websdk",
+            PROJECT_ROOT / "node_modules/@flashphoner/websdk",
+        ]
+        for path in candidates:
+            if path is not None and (Path(path) / "flashphoner.js").is_file():
+                return Path(path)
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "nodeId": self.config.node_id,
+            "uptime": round(time.time() - self.started_at, 3),
+            "mediaCore": self.media_core,
+            "sessions": len(self.sessions),
+            "hooks": {
+                "calls": self.hooks.stats.calls,
+                "refused": self.hooks.stats.refused,
+                "errors": self.hooks.stats.errors,
+                "eventsDropped": self.hooks.stats.events_dropped,
+            },
+        }
+
+    # -- WebSocket ---------------------------------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        limit = self.config["ws.max_message_bytes"]
+        # Frames up to 16 times the message limit are read and answered with a `fail`; only a frame
+        # beyond that closes the socket (1009), because it has to be held in memory to be read.
+        ws = web.WebSocketResponse(max_msg_size=max(limit * 16, 16 * 1024 * 1024), autoping=True,
+                                   heartbeat=None)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=426, text="This port speaks WebSocket (the WebSDK client protocol)\n")
+        await ws.prepare(request)
+        await ClientConnection(self, ws, request).run()
+        return ws
+
+    # -- stream messages (answered by the media issue's handlers once they exist) ------------------
+
+    async def _stream_unavailable(self, session: Session, obj: dict[str, Any]) -> None:
+        media_session_id = protocol.require_str(obj, "mediaSessionId", "stream", max_length=128)
+        await session.send(protocol.frame("notifyStreamStatusEvent", {
+            "mediaSessionId": media_session_id,
+            "name": obj.get("name") if isinstance(obj.get("name"), str) else "",
+            "status": "FAILED",
+            "info": "Streaming is not available on this server",
+        }))
+
+
+def _host_for_url(bind: str) -> str:
+    if bind in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{bind}]" if ":" in bind else bind
+
+
+def _is_loopback_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
