@@ -47,7 +47,7 @@ VPY=.venv/bin/python
 extras=""
 [ $want_test = 1 ] && extras="[test]"
 say "installing Python dependencies and building the native core"
-"$VPY" -m pip install -q "setuptools>=69" wheel "Cython>=3.0.10,<3.4"
+"$VPY" -m pip install -q "setuptools>=77" wheel "Cython>=3.0.10,<3.4"
 # --no-build-isolation: build with the Cython just installed (no second download); -e keeps the
 # extension next to its .pyx so the tests import the tree they see.
 "$VPY" -m pip install -q --no-build-isolation -e ".${extras}"
