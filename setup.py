@@ -12,6 +12,7 @@ extensions = [
         ["media/_native/rtp.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension("media._native.track", ["media/_native/track.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

@@ -9,9 +9,10 @@ build is never discovered as a slow server in production.
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
-NATIVE_MODULES = ("rtp",)
+NATIVE_MODULES = ("rtp", "track")
 
 
 class NativeCoreMissing(RuntimeError):
@@ -48,8 +49,17 @@ def rtp_module(python_core: bool = False) -> ModuleType:
     return _load_native("rtp")
 
 
+def track_module(python_core: bool = False) -> ModuleType:
+    """The per-track ingest module (IngestTrack) to use: native unless python_core is set."""
+    if python_core:
+        return importlib.import_module("media.track")
+    return _load_native("track")
+
+
 def describe(python_core: bool = False) -> str:
     if python_core:
-        return "Python twin (media/rtp.py): slow path, chosen with --python-core"
-    mod = _load_native("rtp")
-    return f"native Cython ({mod.__file__})"
+        return "Python twins (" + ", ".join(f"media/{n}.py" for n in NATIVE_MODULES) + \
+            "): slow path, chosen with --python-core"
+    folder = os.path.dirname(_load_native(NATIVE_MODULES[0]).__file__ or "")
+    names = ", ".join(os.path.basename(_load_native(n).__file__ or n) for n in NATIVE_MODULES)
+    return f"native Cython ({names} in {folder})"

@@ -90,6 +90,24 @@ def build_app(server: Server) -> web.Application:
         await server.sessions.close(session, "Terminated by REST /terminate")
         return web.Response(status=200)
 
+    # -- streams ------------------------------------------------------------------------------
+
+    @routes.post("/rest-api/stream/find_all")
+    async def stream_find_all(request: web.Request) -> web.Response:
+        await _json_body(request)
+        found = server.streams.describe()
+        if not found:
+            return _error(404, "No streams")
+        return web.json_response(found)
+
+    @routes.post("/rest-api/stream/find")
+    async def stream_find(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        found = [s for s in server.streams.describe() if all(s.get(k) == v for k, v in body.items())]
+        if not found:
+            return _error(404, "Stream not found")
+        return web.json_response(found)
+
     # -- server status ------------------------------------------------------------------------
 
     @routes.get("/health")

@@ -13,13 +13,15 @@ from typing import Any
 
 from aiohttp import web
 
-from media import native
+from media import ice, native
+from media.sfu import MediaCore
 
-from . import protocol, rest_api
+from . import rest_api
 from .apps import ECHO_BACKEND_PATH, AppRegistry
 from .config import Config
 from .hooks import HookClient
 from .session import Session, SessionRegistry
+from .streams import StreamService
 from .ws import ClientConnection, Handler
 
 log = logging.getLogger(__name__)
@@ -38,10 +40,11 @@ class Server:
         self.apps = AppRegistry(config.database_path)
         self.hooks = HookClient(timeout=config["hooks.timeout"], max_connections=config["hooks.max_connections"])
         self.sessions = SessionRegistry(keepalive_grace=config["ws.keepalive_grace"])
-        self.handlers: dict[str, Handler] = {
-            "publishStream": self._stream_unavailable,
-            "playStream": self._stream_unavailable,
-        }
+        self.media = MediaCore(native.rtp_module(self.python_core), native.track_module(self.python_core),
+                               max_bitrate=config["webrtc.max_bitrate"])
+        self.streams = StreamService(self, self.media, connect_timeout=config["webrtc.connect_timeout"],
+                                     activity_timeout=config["webrtc.activity_timeout"])
+        self.handlers: dict[str, Handler] = dict(self.streams.handlers())
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
@@ -49,7 +52,9 @@ class Server:
     # -- life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> dict[str, str]:
+        ice.use_host_addresses(self.config["ice.address"])
         await self.hooks.start()
+        self.streams.start()
         bind = self.config["server.bind"]
         ws_app = web.Application()
         ws_app.router.add_get("/{tail:.*}", self._websocket)
@@ -77,6 +82,7 @@ class Server:
         return int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        await self.streams.shutdown()
         for session in self.sessions.all():
             await self.sessions.close(session, "Server shutdown")
         for runner in reversed(self._runners):
@@ -111,6 +117,7 @@ class Server:
             "uptime": round(time.time() - self.started_at, 3),
             "mediaCore": self.media_core,
             "sessions": len(self.sessions),
+            "streams": len(self.streams.registry),
             "hooks": {
                 "calls": self.hooks.stats.calls,
                 "refused": self.hooks.stats.refused,
@@ -133,16 +140,8 @@ class Server:
         await ClientConnection(self, ws, request).run()
         return ws
 
-    # -- stream messages (answered by the media issue's handlers once they exist) ------------------
-
-    async def _stream_unavailable(self, session: Session, obj: dict[str, Any]) -> None:
-        media_session_id = protocol.require_str(obj, "mediaSessionId", "stream", max_length=128)
-        await session.send(protocol.frame("notifyStreamStatusEvent", {
-            "mediaSessionId": media_session_id,
-            "name": obj.get("name") if isinstance(obj.get("name"), str) else "",
-            "status": "FAILED",
-            "info": "Streaming is not available on this server",
-        }))
+    async def on_session_closed(self, session: Session, reason: str) -> None:
+        await self.streams.session_closed(session, reason)
 
 
 def _host_for_url(bind: str) -> str:

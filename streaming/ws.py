@@ -176,6 +176,7 @@ class ClientConnection:
             self.loop.create_task(session.events.close(timeout=10.0))
             return
         self.server.sessions.add(session)
+        session.close_callbacks.append(self.server.on_session_closed)
         self._attach(session)
         await self._send_user_data(session)
         session.report("ConnectionStatusEvent", {"status": "ESTABLISHED", "info": "Normal connection"})

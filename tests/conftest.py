@@ -5,8 +5,18 @@ from pathlib import Path
 
 import pytest
 
+from media import ice
 from tests.support.backend import Backend
 from tests.support.server import ServerProcess
+
+
+@pytest.fixture(autouse=True)
+def loopback_ice() -> Iterator[None]:
+    """Every test runs in a loopback-only network namespace, and aioice never gathers loopback on its
+    own: in-process WebRTC peers gather on 127.0.0.1 (the servers get --ice-address 127.0.0.1)."""
+    ice.use_host_addresses(["127.0.0.1"])
+    yield
+    ice.use_host_addresses(["127.0.0.1"])
 
 
 @pytest.fixture

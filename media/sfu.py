@@ -1,0 +1,206 @@
+"""A WebRTC publisher feeding a Stream, and a WebRTC viewer fed by one: the Peer transport joined to the
+routing core. Knows nothing of sessions or the client protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from types import ModuleType
+
+from .stream import Codec, PublishedTrack, Stream, TrackSink
+from .webrtc import Peer
+
+log = logging.getLogger(__name__)
+
+REPORT_INTERVAL = 1.0  # seconds between our receiver reports (and REMB) to a publisher
+
+
+class MediaCore:
+    """The implementation modules in use (native or the Python twins) and the clock."""
+
+    def __init__(self, rtp: ModuleType, track: ModuleType, max_bitrate: int = 2_500_000):
+        self.rtp = rtp
+        self.track = track
+        self.max_bitrate = max_bitrate
+
+    @staticmethod
+    def now() -> float:
+        return asyncio.get_running_loop().time()
+
+
+class WebRtcPublisher:
+    def __init__(self, core: MediaCore, stream: Stream):
+        self.core = core
+        self.stream = stream
+        self.peer = Peer(f"publisher {stream.name!r}")
+        self.rtcp_ssrc = secrets.randbits(32) or 1
+        self._by_pt: dict[int, PublishedTrack] = {}
+        self._by_ssrc: dict[int, PublishedTrack] = {}
+        self._reports: asyncio.Task[None] | None = None
+        self.rtcp_junk = 0
+        self.connected_at: float | None = None
+
+    async def start(self, offer: str) -> str:
+        answer = await self.peer.answer_publisher(offer)
+        for negotiated in self.peer.tracks:
+            codec = negotiated.codec
+            assert codec.payloadType is not None  # negotiated codecs always have one
+            info = Codec(negotiated.kind, codec.mimeType.split("/", 1)[1], codec.clockRate, codec.payloadType,
+                         dict(codec.parameters), native=codec)
+            ingest = self.core.track.IngestTrack(info.name, info.clock_rate)
+            track = PublishedTrack(info, ingest, self.core.track, self._request_keyframe)
+            self.stream.tracks.append(track)
+            if negotiated.ssrc is not None:
+                self._by_ssrc[negotiated.ssrc] = track
+        self._by_pt = self.stream.by_payload_type()
+        self.peer.on_rtp = self._on_rtp
+        self.peer.on_rtcp = self._on_rtcp
+        self._reports = asyncio.get_running_loop().create_task(self._report_loop())
+        return answer
+
+    def _on_rtp(self, data: bytes) -> None:
+        if len(data) < 12:
+            return
+        track = self._by_pt.get(data[1] & 0x7F)
+        if track is not None:
+            track.on_rtp(data, self.core.now())
+
+    def _on_rtcp(self, data: bytes) -> None:
+        rtp = self.core.rtp
+        try:
+            packets = rtp.parse_rtcp(data)
+        except ValueError:
+            self.rtcp_junk += 1
+            return
+        now = self.core.now()
+        for packet in packets:
+            if packet.packet_type == rtp.RTCP_SR:
+                track = self._track_for_ssrc(packet.ssrc)
+                if track is not None:
+                    track.on_sender_report(packet.ntp_timestamp, packet.rtp_timestamp, now)
+
+    def _track_for_ssrc(self, ssrc: int) -> PublishedTrack | None:
+        track = self._by_ssrc.get(ssrc)
+        if track is None:
+            for candidate in self.stream.tracks:
+                if candidate.ingest.ssrc == ssrc:
+                    self._by_ssrc[ssrc] = track = candidate
+                    break
+        return track
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since the last RTP packet of any track (since connecting, if none came)."""
+        last = [t.ingest.last_packet_at for t in self.stream.tracks if t.ingest.last_packet_at is not None]
+        since = max(last) if last else self.connected_at
+        return now - since if since is not None else 0.0
+
+    def _request_keyframe(self, media_ssrc: int) -> None:
+        rtp = self.core.rtp
+        self.peer.send_rtcp(rtp.build_pli(self.rtcp_ssrc, media_ssrc))
+
+    async def _report_loop(self) -> None:
+        """Receiver reports (loss, jitter, LSR/DLSR) and a REMB bitrate cap, as a browser expects from
+        the peer it sends to: without them its congestion control has nothing to go on."""
+        rtp = self.core.rtp
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            if not self.peer.connected:
+                continue
+            now = self.core.now()
+            blocks = []
+            ssrcs = []
+            for track in self.stream.tracks:
+                if track.ingest.ssrc is None or track.ingest.packets == 0:
+                    continue
+                last_sr = track.ingest.last_sr
+                lsr = (last_sr[0] >> 16) & 0xFFFFFFFF if last_sr else 0
+                fields = track.ingest.report_block(now, lsr, last_sr[2] if last_sr else None)
+                blocks.append(rtp.RtcpReportBlock(*fields))
+                ssrcs.append(track.ingest.ssrc)
+            if not blocks:
+                continue
+            self.peer.send_rtcp(rtp.build_rr(self.rtcp_ssrc, blocks)
+                                + rtp.build_remb(self.rtcp_ssrc, self.core.max_bitrate, ssrcs))
+
+    async def close(self) -> None:
+        if self._reports is not None:
+            self._reports.cancel()
+        await self.peer.close()
+
+
+class WebRtcViewer:
+    def __init__(self, core: MediaCore, stream: Stream):
+        self.core = core
+        self.stream = stream
+        self.peer = Peer(f"viewer of {stream.name!r}")
+        self.sinks: list[tuple[PublishedTrack, TrackSink]] = []
+        self._by_ssrc: dict[int, tuple[PublishedTrack, TrackSink]] = {}
+        self.attached = False
+        self.on_rtcp_junk: Callable[[], None] = lambda: None
+        self.rtcp_junk = 0
+        self.nacks_answered = 0
+        self.last_rtcp_at: float | None = None
+        self.connected_at: float | None = None
+
+    async def start(self, offer: str) -> str:
+        wanted = {t.kind: t.codec.native for t in self.stream.tracks}
+        answer = await self.peer.answer_viewer(offer, wanted)
+        for negotiated in self.peer.tracks:
+            track = self.stream.track(negotiated.kind)
+            if track is None or negotiated.ssrc is None or negotiated.codec.payloadType is None:
+                continue
+            sink = TrackSink(self.core.rtp, negotiated.ssrc, negotiated.codec.payloadType, track.codec.clock_rate,
+                             video=negotiated.kind == "video", send_rtp=self.peer.send_rtp,
+                             send_rtcp=self.peer.send_rtcp)
+            self.sinks.append((track, sink))
+            self._by_ssrc[negotiated.ssrc] = (track, sink)
+        self.peer.on_rtcp = self._on_rtcp
+        return answer
+
+    def attach(self) -> None:
+        """Start forwarding: called once the viewer's transport is connected."""
+        if self.attached or self.stream.closed:
+            return
+        self.attached = True
+        now = self.connected_at = self.core.now()
+        for track, sink in self.sinks:
+            track.attach(sink, now)
+
+    def detach(self) -> None:
+        for track, sink in self.sinks:
+            track.detach(sink)
+        self.attached = False
+
+    def _on_rtcp(self, data: bytes) -> None:
+        rtp = self.core.rtp
+        try:
+            packets = rtp.parse_rtcp(data)
+        except ValueError:
+            self.rtcp_junk += 1
+            return
+        now = self.last_rtcp_at = self.core.now()
+        for packet in packets:
+            kind = type(packet).__name__
+            if kind == "RtcpNack":
+                found = self._by_ssrc.get(packet.media_ssrc)
+                if found is not None:
+                    self.nacks_answered += found[0].nack(found[1], packet.lost)
+            elif kind in ("RtcpPli", "RtcpFir"):
+                media_ssrc = packet.media_ssrc if kind == "RtcpPli" else None
+                for ssrc, (track, _sink) in self._by_ssrc.items():
+                    if media_ssrc is None or media_ssrc == ssrc:
+                        track.request_keyframe(now)
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since the viewer last sent RTCP (browsers report every second or so)."""
+        return now - (self.last_rtcp_at if self.last_rtcp_at is not None else self.connected_at or now)
+
+    @property
+    def dropped(self) -> int:
+        return sum(sink.stats.dropped for _track, sink in self.sinks)
+
+    async def close(self) -> None:
+        self.detach()
+        await self.peer.close()

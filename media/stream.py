@@ -1,0 +1,207 @@
+"""The routing core: one Stream per published name, its tracks, and the sinks that forward its packets.
+
+A published track ingests every RTP packet once (IngestTrack, native: statistics, NACK cache, keyframe
+and GOP tracking), then hands it to each sink. A sink is one viewer's outgoing track: it rewrites SSRC,
+payload type, sequence number and timestamp (RtpRewriter, native) and sends without waiting; when the
+viewer's transport is full the packet is dropped and counted, so a slow viewer never holds up the
+publisher or the other viewers. No I/O here: sending is a callable given by the transport side, and
+time comes in as `now`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+KEYFRAME_REQUEST_INTERVAL = 1.0  # seconds between keyframe requests to a publisher, per track
+
+
+class StreamNameInUse(ValueError):
+    pass
+
+
+@dataclass
+class Codec:
+    kind: str  # "audio" | "video"
+    name: str  # "VP8", "H264", "opus"
+    clock_rate: int
+    payload_type: int  # the publisher's
+    parameters: dict[str, Any] = field(default_factory=dict)
+    native: Any = None  # the transport side's own codec object, to negotiate viewers with
+
+
+@dataclass
+class SinkStats:
+    sent: int = 0
+    dropped: int = 0
+    retransmitted: int = 0
+    skipped_waiting_keyframe: int = 0
+
+
+class TrackSink:
+    """One viewer's outgoing track."""
+
+    def __init__(self, rtp: ModuleType, ssrc: int, payload_type: int, clock_rate: int, video: bool,
+                 send_rtp: Callable[[bytes], bool], send_rtcp: Callable[[bytes], bool]):
+        self.rtp = rtp
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.rewriter = rtp.RtpRewriter(ssrc, payload_type, clock_rate)
+        self.video = video
+        self.waiting_keyframe = video
+        self.send_rtp = send_rtp
+        self.send_rtcp = send_rtcp
+        self.stats = SinkStats()
+
+    def forward(self, packet: bytes, now: float) -> None:
+        buf = bytearray(packet)
+        self.rewriter.rewrite(buf, now)
+        if self.send_rtp(bytes(buf)):
+            self.stats.sent += 1
+        else:
+            self.stats.dropped += 1
+
+    def retransmit(self, packet: bytes) -> None:
+        """A cached packet again, with the offsets in force (RFC 4588 is not used: same SSRC and seq)."""
+        buf = bytearray(packet)
+        self.rtp.rewrite_rtp(buf, self.ssrc, self.payload_type, self.rewriter.seq_offset, self.rewriter.ts_offset)
+        if self.send_rtp(bytes(buf)):
+            self.stats.retransmitted += 1
+
+    def original_seq(self, out_seq: int) -> int:
+        return (out_seq - self.rewriter.seq_offset) & 0xFFFF
+
+    def send_sender_report(self, ntp: int, rtp_ts: int) -> None:
+        """The publisher's NTP/RTP mapping moved onto this sink's timeline, so A/V sync holds."""
+        report = self.rtp.build_sr(self.ssrc, ntp, (rtp_ts + self.rewriter.ts_offset) & 0xFFFFFFFF,
+                                   self.rewriter.packet_count & 0xFFFFFFFF,
+                                   self.rewriter.byte_count & 0xFFFFFFFF)
+        self.send_rtcp(report)
+
+
+class PublishedTrack:
+    def __init__(self, codec: Codec, ingest: Any, flags: ModuleType, request_keyframe: Callable[[int], None]):
+        self.codec = codec
+        self.ingest = ingest
+        self._keyframe_flag = flags.KEYFRAME
+        self._duplicate_flag = flags.DUPLICATE
+        self._request_keyframe = request_keyframe
+        self.sinks: list[TrackSink] = []
+        self.junk = 0  # packets that failed to parse
+        self.keyframe_requests = 0
+        self._last_keyframe_request = -1e9
+
+    @property
+    def kind(self) -> str:
+        return self.codec.kind
+
+    def on_rtp(self, packet: bytes, now: float) -> None:
+        try:
+            flags = self.ingest.push(packet, now)
+        except ValueError:
+            self.junk += 1
+            return
+        if flags & self._duplicate_flag:
+            return  # viewers got it already
+        keyframe = flags & self._keyframe_flag
+        for sink in self.sinks:
+            if sink.waiting_keyframe:
+                if not keyframe:
+                    sink.stats.skipped_waiting_keyframe += 1
+                    continue
+                sink.waiting_keyframe = False
+            sink.forward(packet, now)
+
+    def attach(self, sink: TrackSink, now: float) -> None:
+        """A new viewer starts at once from the cached GOP (last keyframe onward), and the publisher is
+        asked for a fresh keyframe."""
+        if sink.video:
+            gop = self.ingest.gop()
+            if gop:
+                sink.waiting_keyframe = False
+                for packet in gop:
+                    sink.forward(packet, now)
+            self.request_keyframe(now)
+        self.sinks.append(sink)
+
+    def detach(self, sink: TrackSink) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
+
+    def request_keyframe(self, now: float) -> None:
+        if self.codec.kind != "video" or now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
+            return
+        self._last_keyframe_request = now
+        ssrc = self.ingest.ssrc
+        if ssrc is None:
+            return
+        self.keyframe_requests += 1
+        self._request_keyframe(ssrc)
+
+    def nack(self, sink: TrackSink, lost_out_seqs: list[int]) -> int:
+        """Answer a viewer's NACK from the cache (RFC 4585 section 6.2.1). Returns packets resent."""
+        resent = 0
+        for out_seq in lost_out_seqs:
+            packet = self.ingest.get(sink.original_seq(out_seq))
+            if packet is not None:
+                sink.retransmit(packet)
+                resent += 1
+        return resent
+
+    def on_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
+        self.ingest.on_sender_report(ntp, rtp_ts, now)
+        for sink in self.sinks:
+            sink.send_sender_report(ntp, rtp_ts)
+
+
+class Stream:
+    def __init__(self, name: str):
+        self.name = name
+        self.tracks: list[PublishedTrack] = []
+        self.closed = False
+
+    def track(self, kind: str) -> PublishedTrack | None:
+        for track in self.tracks:
+            if track.kind == kind:
+                return track
+        return None
+
+    def by_payload_type(self) -> dict[int, PublishedTrack]:
+        return {t.codec.payload_type: t for t in self.tracks}
+
+    @property
+    def viewers(self) -> int:
+        return max((len(t.sinks) for t in self.tracks), default=0)
+
+
+class StreamRegistry:
+    """Published names are unique while published."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, Stream] = {}
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def claim(self, name: str) -> Stream:
+        if name in self._streams:
+            raise StreamNameInUse(name)
+        stream = Stream(name)
+        self._streams[name] = stream
+        return stream
+
+    def get(self, name: str) -> Stream | None:
+        return self._streams.get(name)
+
+    def release(self, stream: Stream) -> None:
+        stream.closed = True
+        if self._streams.get(stream.name) is stream:
+            del self._streams[stream.name]
+
+    def all(self) -> list[Stream]:
+        return list(self._streams.values())

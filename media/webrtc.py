@@ -1,0 +1,279 @@
+"""WebRTC peers whose media bypass aiortc's RTP stack: the one module that touches aiortc internals.
+
+aiortc does ICE, DTLS, SRTP and SDP for us. Its receivers would decode every frame and its senders
+encode (or re-packetize) per viewer; the SFU must do neither. So a peer here:
+- takes decrypted RTP/RTCP from the DTLS transport right after SRTP unprotect
+  (`RTCDtlsTransport._handle_rtp_data` / `_handle_rtcp_data`), before any receiver sees it;
+- never starts aiortc's RTP senders and receivers (their `send`/`receive` only record parameters), so no
+  encoder, decoder, jitter buffer or bogus sender report runs;
+- sends RTP/RTCP synchronously: SRTP protect with the transport's session, then `sendto` on the
+  nominated ICE pair's datagram transport, dropping (and counting) when that transport's buffer is full.
+
+Tested against the aiortc range pinned in pyproject.toml (tests/test_webrtc_bridge.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pylibsrtp
+from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError, OperationError
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcpeerconnection import is_codec_compatible
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.sdp import SessionDescription
+
+log = logging.getLogger(__name__)
+
+# Codecs the core forwards without transcoding. RTX is left out: the server answers NACKs from its own
+# cache and does not ask publishers for retransmissions.
+FORWARDABLE = {"video/VP8", "video/H264", "audio/opus"}
+# A datagram transport holding more than this is a viewer that cannot keep up: drop, do not queue.
+MAX_SEND_BUFFER = 256 * 1024
+
+
+class SdpError(ValueError):
+    pass
+
+
+class NoCommonCodecs(ValueError):
+    pass
+
+
+@dataclass
+class NegotiatedTrack:
+    kind: str  # "audio" | "video"
+    mid: str | None
+    codec: RTCRtpCodecParameters  # with the payload type of this peer
+    ssrc: int | None = None  # the remote SSRC (publisher) or ours (viewer)
+
+
+@dataclass
+class PeerStats:
+    rtp_sent: int = 0
+    rtcp_sent: int = 0
+    bytes_sent: int = 0
+    dropped: int = 0
+    rtp_received: int = 0
+    rtcp_received: int = 0
+
+
+class _SilentTrack(MediaStreamTrack):
+    """Makes aiortc answer `sendonly`; its frames are never asked for (the sender is never started)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    async def recv(self) -> Any:  # pragma: no cover - never called
+        raise RuntimeError("the SFU sends RTP directly; this track has no frames")
+
+
+def decoder_threads(pc: RTCPeerConnection) -> int:
+    """How many of a peer connection's receivers run aiortc's decoder thread."""
+    return sum(1 for t in pc.getTransceivers()
+               if getattr(t.receiver, "_RTCRtpReceiver__decoder_thread", None) is not None)
+
+
+def parse_offer(sdp: str, max_length: int = 65536) -> SessionDescription:
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise SdpError("SDP is empty")
+    if len(sdp) > max_length:
+        raise SdpError(f"SDP is larger than {max_length} characters")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises assorted errors on garbage
+        raise SdpError(f"SDP cannot be parsed: {type(exc).__name__}") from None
+    if not parsed.media:
+        raise SdpError("SDP offers no media")
+    return parsed
+
+
+def _forwardable(codecs: list[RTCRtpCodecParameters]) -> list[RTCRtpCodecParameters]:
+    out = []
+    for codec in codecs:
+        if codec.mimeType not in FORWARDABLE:
+            continue
+        if codec.mimeType == "video/H264" and codec.parameters.get("packetization-mode", 0) not in (1, "1"):
+            continue  # mode 0 (single NAL) cannot carry what browsers send at 720p
+        out.append(codec)
+    return out
+
+
+class Peer:
+    """One RTCPeerConnection answering one offer, with RTP and RTCP handed to callbacks."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.pc = RTCPeerConnection()
+        self.stats = PeerStats()
+        self.tracks: list[NegotiatedTrack] = []
+        self.on_rtp: Callable[[bytes], None] = lambda data: None
+        self.on_rtcp: Callable[[bytes], None] = lambda data: None
+        self.on_state: Callable[[str], None] = lambda state: None
+        self._dtls: RTCDtlsTransport | None = None
+        self._closed = False
+        self.pc.on("connectionstatechange", self._state_changed)
+
+    @property
+    def connected(self) -> bool:
+        return self._dtls is not None and self._dtls._state is State.CONNECTED
+
+    @property
+    def decoders(self) -> int:
+        """aiortc decoder threads of this peer: the SFU path starts none (receivers stay disarmed)."""
+        return decoder_threads(self.pc)
+
+    def _state_changed(self) -> None:
+        self.on_state(self.pc.connectionState)
+
+    # -- negotiation -------------------------------------------------------------------------------
+
+    async def answer_publisher(self, offer: str) -> str:
+        """Answer a publisher's sendonly offer, accepting only forwardable codecs (in its order)."""
+        parsed = parse_offer(offer)
+        await self._set_remote(offer)
+        for transceiver in self.pc.getTransceivers():
+            # aiortc negotiated in setRemoteDescription: narrow its choice to what we forward.
+            transceiver._codecs = _forwardable(transceiver._codecs)
+            if not transceiver._codecs:
+                raise NoCommonCodecs(f"the {transceiver.kind} offer has no codec the server forwards "
+                                     "(VP8, H264 packetization-mode 1, opus)")
+            self._disarm(transceiver)
+        answer = await self._answer()
+        for transceiver in self.pc.getTransceivers():
+            media = self._media_for(parsed, transceiver)
+            ssrc = media.ssrc[0].ssrc if media is not None and media.ssrc else None
+            self.tracks.append(NegotiatedTrack(transceiver.kind, transceiver.mid, transceiver._codecs[0], ssrc))
+        return answer
+
+    async def answer_viewer(self, offer: str, wanted: dict[str, RTCRtpCodecParameters]) -> str:
+        """Answer a viewer's recvonly offer with the publisher's codec for each kind it asks for."""
+        parse_offer(offer)
+        await self._set_remote(offer)
+        matched = 0
+        for transceiver in self.pc.getTransceivers():
+            codec = wanted.get(transceiver.kind)
+            same = [c for c in transceiver._codecs if codec is not None and is_codec_compatible(codec, c)]
+            self._disarm(transceiver)
+            if not same:
+                continue  # answered inactive
+            transceiver._codecs = same[:1]
+            # Forwarded packets keep the publisher's header extensions, whose ids mean nothing here
+            # (a forwarded MID would mis-route BUNDLE demux): negotiate none, demux is by SSRC.
+            transceiver._headerExtensions = []
+            transceiver.sender.replaceTrack(_SilentTrack(transceiver.kind))
+            transceiver.direction = "sendonly"
+            matched += 1
+        if matched == 0:
+            raise NoCommonCodecs("the viewer accepts none of the stream's codecs")
+        answer = await self._answer()
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.sender.track is None or not transceiver._codecs:
+                continue
+            self.tracks.append(NegotiatedTrack(transceiver.kind, transceiver.mid, transceiver._codecs[0],
+                                               transceiver.sender._ssrc))
+        return answer
+
+    async def _set_remote(self, offer: str) -> None:
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        except OperationError as exc:
+            raise NoCommonCodecs(f"no common codecs: {exc}") from None
+        except (ValueError, AssertionError, KeyError, IndexError, TypeError, InvalidStateError) as exc:
+            raise SdpError(f"SDP offer refused: {exc}") from None
+
+    async def _answer(self) -> str:
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)  # gathers candidates: the answer carries them
+        dtls = self.pc.getTransceivers()[0].receiver.transport
+        self._intercept(dtls)
+        return str(self.pc.localDescription.sdp)
+
+    @staticmethod
+    def _media_for(parsed: SessionDescription, transceiver: RTCRtpTransceiver) -> Any:
+        for media in parsed.media:
+            if media.rtp.muxId == transceiver.mid or (transceiver.mid is None and media.kind == transceiver.kind):
+                return media
+        return None
+
+    @staticmethod
+    def _disarm(transceiver: RTCRtpTransceiver) -> None:
+        """aiortc's sender and receiver are never started: we move the packets."""
+
+        async def record_send(parameters: Any) -> None:
+            transceiver.sender._sfu_parameters = parameters  # type: ignore[attr-defined]
+
+        async def record_receive(parameters: Any) -> None:
+            transceiver.receiver._sfu_parameters = parameters  # type: ignore[attr-defined]
+
+        transceiver.sender.send = record_send  # type: ignore[method-assign]
+        transceiver.receiver.receive = record_receive  # type: ignore[method-assign]
+
+    def _intercept(self, dtls: RTCDtlsTransport) -> None:
+        self._dtls = dtls
+        peer = self
+
+        async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
+            peer.stats.rtp_received += 1
+            peer.on_rtp(data)
+
+        async def handle_rtcp(data: bytes) -> None:
+            peer.stats.rtcp_received += 1
+            peer.on_rtcp(data)
+
+        dtls._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
+        dtls._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def _send(self, data: bytes, rtcp: bool) -> bool:
+        dtls = self._dtls
+        if dtls is None or dtls._state is not State.CONNECTED:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            return False
+        transport = pair.protocol.transport
+        # asyncio's datagram transports buffer when the socket would block; typeshed omits the method.
+        if transport is None or transport.get_write_buffer_size() > MAX_SEND_BUFFER:  # type: ignore[attr-defined]
+            self.stats.dropped += 1
+            return False
+        try:
+            protected = dtls._tx_srtp.protect_rtcp(data) if rtcp else dtls._tx_srtp.protect(data)
+        except pylibsrtp.Error as exc:
+            log.debug("%s: SRTP protect failed: %s", self.name, exc)
+            self.stats.dropped += 1
+            return False
+        transport.sendto(protected, pair.remote_addr)
+        self.stats.bytes_sent += len(protected)
+        return True
+
+    def send_rtp(self, data: bytes) -> bool:
+        sent = self._send(data, rtcp=False)
+        if sent:
+            self.stats.rtp_sent += 1
+        return sent
+
+    def send_rtcp(self, data: bytes) -> bool:
+        sent = self._send(data, rtcp=True)
+        if sent:
+            self.stats.rtcp_sent += 1
+        return sent
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.on_rtp = self.on_rtcp = lambda data: None
+        self.on_state = lambda state: None
+        try:
+            await asyncio.wait_for(self.pc.close(), 5)
+        except (TimeoutError, ConnectionError, RuntimeError) as exc:
+            log.debug("%s: close: %s", self.name, exc)

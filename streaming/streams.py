@@ -1,0 +1,323 @@
+"""Stream messages of the client protocol: publishStream, playStream, unPublishStream, stopStream.
+
+Each publish or play of a client is a MediaSession keyed by the client-made mediaSessionId. Statuses go
+to the client (notifyStreamStatusEvent) and to the backend (StreamStatusEvent); the backend decides
+publishStream and playStream first (direct invocations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from media.sfu import MediaCore, WebRtcPublisher, WebRtcViewer
+from media.stream import Stream, StreamNameInUse, StreamRegistry
+from media.webrtc import NoCommonCodecs, SdpError
+
+from . import protocol
+from .protocol import ProtocolError
+from .session import Session
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger(__name__)
+
+MAX_SDP = 65536
+# Stream names end up in URLs and file names (HLS, RTSP, records): printable, no separators.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_\-.@~+=:]{1,128}$")
+
+# Status info strings the WebSDK knows (constants.js STREAM_STATUS_INFO).
+NAME_IN_USE = "Stream name is already in use"
+NOT_FOUND = "Stream not found"
+STOPPED_BY_PUBLISHER = "Stopped by publisher stop"
+STOPPED_BY_DISCONNECT = "Stopped by session disconnect"
+NO_COMMON_CODECS = "No common codecs"
+RESTRICTED = "Restricted access"
+ICE_TIMEOUT = "Failed by ICE timeout"
+DTLS_ERROR = "Failed by DTLS error"
+RTP_ACTIVITY = "Failed by RTP activity"
+VIEWER_SILENT = "Failed by RTP activity: the viewer sent no RTCP for {:g} s"
+
+
+@dataclass
+class MediaSession:
+    id: str
+    name: str
+    published: bool
+    session: Session
+    has_audio: bool
+    has_video: bool
+    custom: Any = None
+    status: str = "PENDING"
+    info: str | None = None
+    endpoint: WebRtcPublisher | WebRtcViewer | None = None
+    stream: Stream | None = None
+    viewers: set[MediaSession] = field(default_factory=set)
+    connect_timer: asyncio.TimerHandle | None = None
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ("FAILED", "STOPPED", "UNPUBLISHED")
+
+    def status_object(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "mediaSessionId": self.id,
+            "name": self.name,
+            "published": self.published,
+            "hasVideo": self.has_video,
+            "hasAudio": self.has_audio,
+            "status": self.status,
+            "record": False,
+            "audioState": {"muted": False},
+            "videoState": {"muted": False},
+        }
+        if self.info:
+            obj["info"] = self.info
+        if self.custom is not None:
+            obj["custom"] = self.custom
+        return obj
+
+
+def validate_name(name: str) -> str | None:
+    """None when the name is fine, else why not."""
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        return ("Invalid stream name: use 1..128 letters, digits and _-.@~+=: "
+                "(no spaces, slashes or control characters)")
+    return None
+
+
+class StreamService:
+    def __init__(self, server: Server, core: MediaCore, connect_timeout: float = 20.0,
+                 activity_timeout: float = 10.0):
+        self.server = server
+        self.core = core
+        self.registry = StreamRegistry()
+        self.connect_timeout = connect_timeout
+        self._media: dict[str, MediaSession] = {}
+        self._publishers: dict[str, MediaSession] = {}  # by stream name
+        self.activity_timeout = activity_timeout
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch_activity())
+
+    async def shutdown(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+    async def _watch_activity(self) -> None:
+        """A publisher that stops sending RTP fails; a viewer that stops sending RTCP (gone without a
+        word: a killed tab, a cut network) is stopped. Checked once a second for all streams."""
+        while True:
+            await asyncio.sleep(min(1.0, self.activity_timeout / 2))
+            now = self.core.now()
+            for ms in list(self._media.values()):
+                if ms.status not in ("PUBLISHING", "PLAYING") or ms.endpoint is None:
+                    continue
+                if isinstance(ms.endpoint, WebRtcPublisher):
+                    if ms.endpoint.idle_for(now) > self.activity_timeout:
+                        await self._fail(ms, RTP_ACTIVITY)
+                elif ms.endpoint.silent_for(now) > self.activity_timeout:
+                    await self._fail(ms, VIEWER_SILENT.format(self.activity_timeout))
+
+    def handlers(self) -> dict[str, Any]:
+        return {
+            "publishStream": self.publish,
+            "playStream": self.play,
+            "unPublishStream": self.unpublish,
+            "stopStream": self.stop,
+        }
+
+    # -- client messages ---------------------------------------------------------------------------
+
+    async def publish(self, session: Session, obj: dict[str, Any]) -> None:
+        ms = self._begin(session, obj, "publishStream", published=True)
+        if ms is None:
+            return
+        if not await self._authorize(ms, "publishStream", obj):
+            return
+        try:
+            stream = self.registry.claim(ms.name)
+        except StreamNameInUse:
+            await self._fail(ms, NAME_IN_USE)
+            return
+        ms.stream = stream
+        publisher = WebRtcPublisher(self.core, stream)
+        ms.endpoint = publisher
+        try:
+            answer = await publisher.start(obj["sdp"])
+        except (SdpError, NoCommonCodecs) as exc:
+            await self._fail(ms, NO_COMMON_CODECS if isinstance(exc, NoCommonCodecs) else f"Bad SDP: {exc}")
+            return
+        if ms.ended:  # stopped while we were answering
+            return
+        self._publishers[ms.name] = ms
+        publisher.peer.on_state = lambda state: self._peer_state(ms, state)
+        self._arm_connect_timeout(ms)
+        await session.send(protocol.frame("setRemoteSDP", ms.id, answer))
+
+    async def play(self, session: Session, obj: dict[str, Any]) -> None:
+        ms = self._begin(session, obj, "playStream", published=False)
+        if ms is None:
+            return
+        if not await self._authorize(ms, "playStream", obj):
+            return
+        publisher = self._publishers.get(ms.name)
+        if publisher is None or publisher.ended or publisher.stream is None or not publisher.stream.tracks:
+            await self._fail(ms, NOT_FOUND)
+            return
+        ms.stream = publisher.stream
+        viewer = WebRtcViewer(self.core, publisher.stream)
+        ms.endpoint = viewer
+        publisher.viewers.add(ms)
+        try:
+            answer = await viewer.start(obj["sdp"])
+        except NoCommonCodecs:
+            await self._fail(ms, NO_COMMON_CODECS)
+            return
+        except SdpError as exc:
+            await self._fail(ms, f"Bad SDP: {exc}")
+            return
+        if ms.ended:
+            return
+        viewer.peer.on_state = lambda state: self._peer_state(ms, state)
+        self._arm_connect_timeout(ms)
+        await session.send(protocol.frame("setRemoteSDP", ms.id, answer))
+
+    async def unpublish(self, session: Session, obj: dict[str, Any]) -> None:
+        ms = self._own(session, obj, "unPublishStream")
+        session.report("unPublishStream", {**ms.status_object()})
+        await self._end(ms, "UNPUBLISHED", None)
+
+    async def stop(self, session: Session, obj: dict[str, Any]) -> None:
+        ms = self._own(session, obj, "stopStream")
+        session.report("stopStream", {**ms.status_object()})
+        await self._end(ms, "UNPUBLISHED" if ms.published else "STOPPED", None)
+
+    async def session_closed(self, session: Session, reason: str) -> None:
+        for ms in [m for m in self._media.values() if m.session is session]:
+            await self._end(ms, "UNPUBLISHED" if ms.published else "STOPPED", STOPPED_BY_DISCONNECT)
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    def _begin(self, session: Session, obj: dict[str, Any], message: str, published: bool) -> MediaSession | None:
+        msid = protocol.require_str(obj, "mediaSessionId", message, max_length=128)
+        assert msid is not None
+        try:
+            name = protocol.require_str(obj, "name", message, max_length=1024)
+            sdp = protocol.require_str(obj, "sdp", message, max_length=MAX_SDP)
+            assert name is not None and sdp is not None
+            if msid in self._media:
+                raise ProtocolError(f"mediaSessionId {msid!r} is already in use")
+        except ProtocolError as exc:
+            # Addressed to the stream, so the client's stream object fails instead of hanging.
+            raise ProtocolError(exc.info, "StreamStatusEvent", msid) from None
+        ms = MediaSession(msid, name, published, session, obj.get("hasAudio") is not False,
+                          obj.get("hasVideo") is not False, custom=obj.get("custom"))
+        self._media[msid] = ms
+        problem = validate_name(name)
+        if problem is not None:
+            ms.name = name[:128]
+            asyncio.get_running_loop().create_task(self._fail(ms, problem))
+            return None
+        return ms
+
+    def _own(self, session: Session, obj: dict[str, Any], message: str) -> MediaSession:
+        msid = protocol.require_str(obj, "mediaSessionId", message, max_length=128)
+        ms = self._media.get(msid or "")
+        if ms is None or ms.session is not session:  # someone else's stream is as good as none
+            raise ProtocolError(NOT_FOUND, "StreamStatusEvent", msid)
+        return ms
+
+    async def _authorize(self, ms: MediaSession, method: str, obj: dict[str, Any]) -> bool:
+        session = ms.session
+        body = {k: v for k, v in obj.items() if k != "sdp"}
+        body.update(session.context)
+        result = await self.server.hooks.call(session.app, method, body, session.rest_config.for_method(method))
+        if not result.allowed:
+            await self._fail(ms, result.reason or RESTRICTED)
+            return False
+        return not ms.ended
+
+    def _arm_connect_timeout(self, ms: MediaSession) -> None:
+        loop = asyncio.get_running_loop()
+        ms.connect_timer = loop.call_later(
+            self.connect_timeout, lambda: loop.create_task(self._connect_timed_out(ms)))
+
+    async def _connect_timed_out(self, ms: MediaSession) -> None:
+        if ms.status == "PENDING":
+            await self._fail(ms, ICE_TIMEOUT)
+
+    def _peer_state(self, ms: MediaSession, state: str) -> None:
+        loop = asyncio.get_running_loop()
+        if state == "connected" and ms.status == "PENDING":
+            if ms.connect_timer is not None:
+                ms.connect_timer.cancel()
+            if isinstance(ms.endpoint, WebRtcViewer):
+                ms.endpoint.attach()
+            elif isinstance(ms.endpoint, WebRtcPublisher):
+                ms.endpoint.connected_at = self.core.now()
+            loop.create_task(self._set_status(ms, "PUBLISHING" if ms.published else "PLAYING"))
+        elif state == "failed" and not ms.ended:
+            pc = ms.endpoint.peer.pc if ms.endpoint is not None else None
+            ice_failed = pc is not None and pc.iceConnectionState == "failed"
+            loop.create_task(self._fail(ms, ICE_TIMEOUT if ice_failed else DTLS_ERROR))
+
+    async def _set_status(self, ms: MediaSession, status: str, info: str | None = None) -> None:
+        ms.status = status
+        ms.info = info
+        obj = ms.status_object()
+        await ms.session.send(protocol.frame("notifyStreamStatusEvent", obj))
+        ms.session.report("StreamStatusEvent", obj)
+        log.info("stream %r %s %s%s", ms.name, "publisher" if ms.published else "viewer", status,
+                 f" ({info})" if info else "")
+
+    async def _fail(self, ms: MediaSession, info: str) -> None:
+        await self._end(ms, "FAILED", info)
+
+    async def _end(self, ms: MediaSession, status: str, info: str | None) -> None:
+        if ms.ended:
+            return
+        ms.status = status  # ended from here on: nothing else starts for it
+        if ms.connect_timer is not None:
+            ms.connect_timer.cancel()
+        self._media.pop(ms.id, None)
+        if ms.published:
+            if self._publishers.get(ms.name) is ms:
+                del self._publishers[ms.name]
+            if ms.stream is not None:
+                self.registry.release(ms.stream)
+            for viewer in list(ms.viewers):
+                await self._end(viewer, "STOPPED", STOPPED_BY_PUBLISHER)
+        else:
+            publisher = self._publishers.get(ms.name)
+            if publisher is not None:
+                publisher.viewers.discard(ms)
+        await self._set_status(ms, status, info)
+        if ms.endpoint is not None:
+            await ms.endpoint.close()
+
+    # -- introspection -----------------------------------------------------------------------------
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = []
+        for ms in self._media.values():
+            entry = {**ms.status_object(), "sessionId": ms.session.id, "appKey": ms.session.app.app_key}
+            if isinstance(ms.endpoint, WebRtcPublisher) and ms.stream is not None:
+                entry["tracks"] = [{"kind": t.kind, "codec": t.codec.name, "packets": t.ingest.packets,
+                                    "keyframes": t.ingest.keyframes, "viewers": len(t.sinks),
+                                    "junk": t.junk} for t in ms.stream.tracks]
+                entry["decoders"] = ms.endpoint.peer.decoders
+            elif isinstance(ms.endpoint, WebRtcViewer):
+                entry["sent"] = sum(s.stats.sent for _t, s in ms.endpoint.sinks)
+                entry["dropped"] = ms.endpoint.dropped
+                entry["retransmitted"] = sum(s.stats.retransmitted for _t, s in ms.endpoint.sinks)
+            out.append(entry)
+        return out
