@@ -12,10 +12,12 @@ import argparse
 import json
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+
+import twin_timing  # beside this script
+from twin_timing import Case
 
 try:
     import media._native.rtp as native_rtp
@@ -149,7 +151,7 @@ def case_rtcp_rewrite(mod: ModuleType) -> tuple[Callable[[], None], int]:
     return run, len(buffers)
 
 
-CASES: list[tuple[str, Callable[[ModuleType], tuple[Callable[[], None], int]]]] = [
+CASES: list[tuple[str, Case]] = [
     ("rtp parse", case_parse),
     (f"rtp parse + rewrite x{SUBSCRIBERS} subscribers", case_forward),
     ("rtp rewrite_rtp (stateless)", case_rewrite),
@@ -158,41 +160,8 @@ CASES: list[tuple[str, Callable[[ModuleType], tuple[Callable[[], None], int]]]] 
 ]
 
 
-def _calls_for(run: Callable[[], None], seconds: float) -> int:
-    """How many run() calls take about `seconds`."""
-    run()
-    calls = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(calls):
-            run()
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds / 4:
-            return max(1, int(calls * seconds / elapsed))
-        calls *= 2
-
-
-def _timed(run: Callable[[], None], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        run()
-    return time.perf_counter() - start
-
-
-def measure(case: Callable[[ModuleType], tuple[Callable[[], None], int]], budget: float) -> tuple[float, float]:
-    """Packets per second of the twin and of the native module. Rounds alternate between the two so that
-    a noisy neighbour or a frequency change hits both alike; each keeps its best round."""
-    twin_run, per_call = case(twin_rtp)
-    native_run, native_per_call = case(native_rtp)
-    assert per_call == native_per_call
-    round_seconds = budget / ROUNDS
-    twin_calls = _calls_for(twin_run, round_seconds)
-    native_calls = _calls_for(native_run, round_seconds)
-    twin_best = native_best = float("inf")
-    for _ in range(ROUNDS):
-        twin_best = min(twin_best, _timed(twin_run, twin_calls))
-        native_best = min(native_best, _timed(native_run, native_calls))
-    return twin_calls * per_call / twin_best, native_calls * per_call / native_best
+def measure(case: Case, budget: float) -> tuple[float, float]:
+    return twin_timing.measure(case, twin_rtp, native_rtp, budget, ROUNDS)
 
 
 def main() -> int:

@@ -21,10 +21,12 @@ import json
 import platform
 import struct
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+
+import twin_timing  # beside this script
+from twin_timing import Case
 
 try:
     import media._native.track as native_track
@@ -157,7 +159,7 @@ def case_get(mod: ModuleType) -> tuple[Callable[[], None], int]:
     return run, len(wanted)
 
 
-CASES: list[tuple[str, Callable[[ModuleType], tuple[Callable[[], None], int]]]] = [
+CASES: list[tuple[str, Case]] = [
     ("push VP8 (keyframe every 60 frames)", case_push_vp8),
     ("push H.264 (STAP-A SPS/PPS + FU-A)", case_push_h264),
     ("push mixed VP8 + H.264, two tracks", case_push_mixed),
@@ -165,41 +167,8 @@ CASES: list[tuple[str, Callable[[ModuleType], tuple[Callable[[], None], int]]]] 
 ]
 
 
-def _calls_for(run: Callable[[], None], seconds: float) -> int:
-    """How many run() calls take about `seconds`."""
-    run()
-    calls = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(calls):
-            run()
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds / 4:
-            return max(1, int(calls * seconds / elapsed))
-        calls *= 2
-
-
-def _timed(run: Callable[[], None], calls: int) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        run()
-    return time.perf_counter() - start
-
-
-def measure(case: Callable[[ModuleType], tuple[Callable[[], None], int]], budget: float) -> tuple[float, float]:
-    """Operations per second of the twin and of the native module. Rounds alternate between the two so
-    that a noisy neighbour or a frequency change hits both alike; each keeps its best round."""
-    twin_run, per_call = case(twin_track)
-    native_run, native_per_call = case(native_track)
-    assert per_call == native_per_call
-    round_seconds = budget / ROUNDS
-    twin_calls = _calls_for(twin_run, round_seconds)
-    native_calls = _calls_for(native_run, round_seconds)
-    twin_best = native_best = float("inf")
-    for _ in range(ROUNDS):
-        twin_best = min(twin_best, _timed(twin_run, twin_calls))
-        native_best = min(native_best, _timed(native_run, native_calls))
-    return twin_calls * per_call / twin_best, native_calls * per_call / native_best
+def measure(case: Case, budget: float) -> tuple[float, float]:
+    return twin_timing.measure(case, twin_track, native_track, budget, ROUNDS)
 
 
 def check_same_results() -> None:

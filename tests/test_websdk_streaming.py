@@ -71,9 +71,11 @@ m.video = function (target) {
 m.inbound = function (done) {
     Promise.all(m.pcs.map(function (pc) { return pc.getStats(null); })).then(function (reports) {
         var out = {video: {framesDecoded: 0, packetsReceived: 0, nackCount: 0, frameWidth: 0},
-                   audio: {packetsReceived: 0}};
+                   audio: {packetsReceived: 0}, senderReports: {audio: 0, video: 0}};
         reports.forEach(function (report) {
             report.forEach(function (r) {
+                // Made from the RTCP sender reports the player receives.
+                if (r.type === "remote-outbound-rtp") { out.senderReports[r.kind] += r.reportsSent || 1; }
                 if (r.type !== "inbound-rtp") { return; }
                 var kind = r.kind || r.mediaType;
                 if (kind === "video") {
@@ -89,14 +91,19 @@ m.inbound = function (done) {
         done(out);
     }, function (e) { done({error: String(e)}); });
 };
-// Per peer connection that sends video: what the browser's congestion control allows it.
+// Per peer connection that sends: what it learnt from the server's receiver reports (round-trip
+// time: only computable when the reports' LSR/DLSR match its own sender reports) and what its
+// congestion control allows it to send.
 m.outbound = function (done) {
     Promise.all(m.pcs.map(function (pc) { return pc.getStats(null); })).then(function (reports) {
         var out = [];
         reports.forEach(function (report) {
-            var entry = {sending: false, available: null};
+            var entry = {sending: false, available: null, rtt: {}};
             report.forEach(function (r) {
-                if (r.type === "outbound-rtp" && r.kind === "video") { entry.sending = true; }
+                if (r.type === "outbound-rtp") { entry.sending = true; }
+                if (r.type === "remote-inbound-rtp" && r.roundTripTime !== undefined) {
+                    entry.rtt[r.kind] = r.roundTripTime;
+                }
                 if (r.type === "candidate-pair" && r.nominated) { entry.available = r.availableOutgoingBitrate; }
             });
             if (entry.sending) { out.push(entry); }
@@ -192,10 +199,19 @@ def test_publish_and_play_without_decoding(server: ServerProcess, streaming_page
     assert sent is not None and sent["width"] > 0
     page.b.wait_until(lambda: page.video("screen") == sent or None, 15, f"the player at {sent}")
     assert stats["audio"]["packetsReceived"] > 0
-    # Our receiver reports and REMB reach the publisher's congestion control: it may send what the
-    # server allows (webrtc.max_bitrate, 2.5 Mbps by default).
-    senders = page.b.js_async("window.__m.outbound(arguments[0])", timeout=10)
-    assert [round(s["available"]) for s in senders] == [2_500_000], senders
+    # Sender reports, translated per viewer, reach the player for both tracks (A/V sync needs them).
+    page.b.wait_until(lambda: all(page.inbound()["senderReports"].values()) or None, 15,
+                      "sender reports at the player")
+    # Our receiver reports reach the publisher and are right (it computes round-trip times from
+    # them), and REMB caps what it may send at webrtc.max_bitrate (2.5 Mbps by default).
+    def publisher_feedback() -> dict[str, Any] | None:
+        senders = page.b.js_async("window.__m.outbound(arguments[0])", timeout=10)
+        assert isinstance(senders, list) and len(senders) == 1, senders
+        return senders[0] if set(senders[0]["rtt"]) == {"audio", "video"} else None
+
+    feedback = page.b.wait_until(publisher_feedback, 15, "round-trip times from our receiver reports")
+    assert all(0 <= rtt < 1.0 for rtt in feedback["rtt"].values()), feedback
+    assert 0 < feedback["available"] <= 2_500_000, feedback
     listed = {s["name"] + ("/pub" if s["published"] else "/play"): s for s in streams(server)}
     publisher = listed["cam1/pub"]
     assert publisher["decoders"] == 0  # no aiortc decoder runs for the stream
@@ -223,13 +239,21 @@ def test_two_viewers_a_late_joiner_and_stop_of_one(server: ServerProcess, stream
     page.connect("v2")
     page.play("v2", "two", "cam2")
     page.wait("two", "PLAYING")
+    started = time.monotonic()
     page.b.wait_until(lambda: (page.video("two") or {}).get("width", 0) > 0 or None, 10, "late joiner picture")
+    print(f"late joiner: first picture {time.monotonic() - started:.2f} s after PLAYING")
     # stopStream ends one viewer only.
-    page.stop("one")
-    page.wait("one", "STOPPED")
+    page.connect("v3")
+    page.play("v3", "three", "cam2")
+    page.wait("three", "PLAYING")
+    page.stop("three")
+    page.wait("three", "STOPPED")
     page.wait_frames("two", at_least=10)
-    assert page.b.js("return window.__m.events.filter(e => e.target === 'cam' && e.status !== 'PUBLISHING')"
-                     ".length") == 0
+    page.wait_frames("one", at_least=10)
+    # The publisher leaving stops both remaining viewers.
+    page.stop("cam")
+    for target in ("one", "two"):
+        assert page.wait(target, "STOPPED")["info"] == "Stopped by publisher stop"
 
 
 def test_second_publisher_on_a_name_is_refused(server: ServerProcess, streaming_page: StreamingPage) -> None:

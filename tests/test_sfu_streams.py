@@ -1,0 +1,67 @@
+"""SFU cases with the project's Python client against a real server: one-kind streams, a viewer that
+cannot take the publisher's codec, and an ICE connection that never comes up."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from aiortc import RTCPeerConnection, VideoStreamTrack
+
+from streaming.client import Session, StreamFailed
+from tests.support.server import ServerProcess
+from tests.support.wsclient import WsClient
+from tests.test_streams_protocol import publish_raw, status_of
+
+
+async def test_audio_only_stream(server: ServerProcess) -> None:
+    async with Session.connect(server.ws_url) as publishing, Session.connect(server.ws_url) as playing:
+        publisher = await publishing.publish("radio", video=False)
+        assert set(publisher.codecs) == {"audio"}
+        player = await playing.play("radio", video=False)
+        await player.wait_frames(20, timeout=15, kind="audio")
+        assert player.codecs == {"audio": "opus"}
+
+
+async def test_video_only_stream(server: ServerProcess) -> None:
+    async with Session.connect(server.ws_url) as publishing, Session.connect(server.ws_url) as playing:
+        publisher = await publishing.publish("silent", audio=False, codec="VP8", width=320, height=240)
+        assert set(publisher.codecs) == {"video"}
+        player = await playing.play("silent")  # asks for audio too: that m-line is answered inactive
+        await player.wait_frames(20, timeout=15)
+        assert (player.video.width, player.video.height) == (320, 240)
+
+
+async def test_viewer_without_the_publishers_codec(server: ServerProcess) -> None:
+    async with Session.connect(server.ws_url) as publishing, Session.connect(server.ws_url) as playing:
+        await publishing.publish("h264-only", codec="H264", audio=False, width=320, height=240)
+        with pytest.raises(StreamFailed, match="No common codecs"):
+            await playing.play("h264-only", codec="VP8", audio=False)
+        # The publisher is untouched and a compatible viewer still plays.
+        player = await playing.play("h264-only", codec="H264", audio=False)
+        await player.wait_frames(10, timeout=15)
+
+
+async def test_ice_that_never_connects_fails_by_ice_timeout(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(extra_args=["--webrtc-connect-timeout", "1.5"])
+    pc = RTCPeerConnection()
+    pc.addTrack(VideoStreamTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    async with WsClient(server.ws_url) as client:
+        await client.connect()
+        msid = await publish_raw(client, "never", pc.localDescription.sdp, msid=str(uuid.uuid4()))
+        await client.expect("setRemoteSDP")  # ... which the client never applies
+        failed = await status_of(client, msid, "FAILED", timeout=10)
+        assert failed["info"] == "Failed by ICE timeout"
+        # The name is free again.
+        again = RTCPeerConnection()
+        again.addTrack(VideoStreamTrack())
+        await again.setLocalDescription(await again.createOffer())
+        second = await publish_raw(client, "never", again.localDescription.sdp)
+        # Answered (not refused as a name in use): the first stream released its name.
+        await client.wait_until(lambda: any(d["message"] == "setRemoteSDP" and d["data"][0] == second
+                                            for d in client.messages), timeout=10)
+        await again.close()
+    await pc.close()
