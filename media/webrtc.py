@@ -118,6 +118,7 @@ class Peer:
         self.on_rtcp: Callable[[bytes], None] = lambda data: None
         self.on_state: Callable[[str], None] = lambda state: None
         self._dtls: RTCDtlsTransport | None = None
+        self._route: tuple[Any, Any, Any] | None = None
         self._closed = False
         self.pc.on("connectionstatechange", self._state_changed)
 
@@ -131,6 +132,7 @@ class Peer:
         return decoder_threads(self.pc)
 
     def _state_changed(self) -> None:
+        self._route = None  # re-resolved on the next send, if still connected
         self.on_state(self.pc.connectionState)
 
     # -- negotiation -------------------------------------------------------------------------------
@@ -233,25 +235,34 @@ class Peer:
 
     # -- sending -----------------------------------------------------------------------------------
 
-    def _send(self, data: bytes, rtcp: bool) -> bool:
+    def _resolve_route(self) -> tuple[Any, Any, Any] | None:
+        """(datagram transport, remote address, SRTP session) once connected, else None. Resolved once
+        per connection state: per packet, only the send itself remains."""
         dtls = self._dtls
         if dtls is None or dtls._state is not State.CONNECTED:
-            return False
+            return None
         pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
+        if pair is None or pair.protocol.transport is None:
+            return None
+        self._route = (pair.protocol.transport, pair.remote_addr, dtls._tx_srtp)
+        return self._route
+
+    def _send(self, data: bytes, rtcp: bool) -> bool:
+        route = self._route or self._resolve_route()
+        if route is None:
             return False
-        transport = pair.protocol.transport
+        transport, addr, srtp = route
         # asyncio's datagram transports buffer when the socket would block; typeshed omits the method.
-        if transport is None or transport.get_write_buffer_size() > MAX_SEND_BUFFER:  # type: ignore[attr-defined]
+        if transport.get_write_buffer_size() > MAX_SEND_BUFFER:
             self.stats.dropped += 1
             return False
         try:
-            protected = dtls._tx_srtp.protect_rtcp(data) if rtcp else dtls._tx_srtp.protect(data)
+            protected = srtp.protect_rtcp(data) if rtcp else srtp.protect(data)
         except pylibsrtp.Error as exc:
             log.debug("%s: SRTP protect failed: %s", self.name, exc)
             self.stats.dropped += 1
             return False
-        transport.sendto(protected, pair.remote_addr)
+        transport.sendto(protected, addr)
         self.stats.bytes_sent += len(protected)
         return True
 
@@ -271,6 +282,7 @@ class Peer:
         if self._closed:
             return
         self._closed = True
+        self._route = None
         self.on_rtp = self.on_rtcp = lambda data: None
         self.on_state = lambda state: None
         try:

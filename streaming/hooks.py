@@ -91,7 +91,9 @@ class HookClient:
         original = dict(body)
         if not app.calls(method) or config.policy == "DISABLE":
             return HookResult(allowed=True, data=original, called=False)
-        assert self._http is not None, "HookClient.start() was not awaited"
+        if self._http is None or self._http.closed:
+            # Straggling calls while the server shuts down: the backend cannot be asked any more.
+            return self._unreachable(method, original, config, f"{method} not sent: the server is shutting down")
         payload = config.body_for_rest(original, protected=CONTEXT_FIELDS)
         raw = json.dumps(payload, separators=(",", ":"), default=str).encode()
         headers = {"Content-Type": "application/json"}
