@@ -20,10 +20,12 @@ REPORT_INTERVAL = 1.0  # seconds between our receiver reports (and REMB) to a pu
 class MediaCore:
     """The implementation modules in use (native or the Python twins) and the clock."""
 
-    def __init__(self, rtp: ModuleType, track: ModuleType, max_bitrate: int = 2_500_000):
+    def __init__(self, rtp: ModuleType, track: ModuleType, max_bitrate: int = 2_500_000,
+                 public_address: str | None = None):
         self.rtp = rtp
         self.track = track
         self.max_bitrate = max_bitrate
+        self.public_address = public_address  # announced in answers instead of host addresses
 
     @staticmethod
     def now() -> float:
@@ -34,7 +36,7 @@ class WebRtcPublisher:
     def __init__(self, core: MediaCore, stream: Stream):
         self.core = core
         self.stream = stream
-        self.peer = Peer(f"publisher {stream.name!r}")
+        self.peer = Peer(f"publisher {stream.name!r}", core.public_address)
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self._by_pt: dict[int, PublishedTrack] = {}
         self._by_ssrc: dict[int, PublishedTrack] = {}
@@ -134,7 +136,7 @@ class WebRtcViewer:
     def __init__(self, core: MediaCore, stream: Stream):
         self.core = core
         self.stream = stream
-        self.peer = Peer(f"viewer of {stream.name!r}")
+        self.peer = Peer(f"viewer of {stream.name!r}", core.public_address)
         self.sinks: list[tuple[PublishedTrack, TrackSink]] = []
         self._by_ssrc: dict[int, tuple[PublishedTrack, TrackSink]] = {}
         self.attached = False

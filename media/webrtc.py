@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,24 @@ def decoder_threads(pc: RTCPeerConnection) -> int:
                if getattr(t.receiver, "_RTCRtpReceiver__decoder_thread", None) is not None)
 
 
+_CANDIDATE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$")
+_CONNECTION = re.compile(r"^c=IN IP[46] \S+$")
+
+
+def announce(sdp: str, public_address: str) -> str:
+    """Put the announced address in place of host candidate addresses (1:1 NAT: same ports)."""
+    family = "IP6" if ":" in public_address else "IP4"
+    lines = []
+    for line in sdp.split("\r\n"):
+        match = _CANDIDATE.match(line)
+        if match:
+            line = f"{match.group(1)}{public_address}{match.group(3)}"
+        elif _CONNECTION.match(line):
+            line = f"c=IN {family} {public_address}"
+        lines.append(line)
+    return "\r\n".join(lines)
+
+
 def parse_offer(sdp: str, max_length: int = 65536) -> SessionDescription:
     if not isinstance(sdp, str) or not sdp.strip():
         raise SdpError("SDP is empty")
@@ -109,8 +128,9 @@ def _forwardable(codecs: list[RTCRtpCodecParameters]) -> list[RTCRtpCodecParamet
 class Peer:
     """One RTCPeerConnection answering one offer, with RTP and RTCP handed to callbacks."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, public_address: str | None = None):
         self.name = name
+        self.public_address = public_address
         self.pc = RTCPeerConnection()
         self.stats = PeerStats()
         self.tracks: list[NegotiatedTrack] = []
@@ -196,7 +216,8 @@ class Peer:
         await self.pc.setLocalDescription(answer)  # gathers candidates: the answer carries them
         dtls = self.pc.getTransceivers()[0].receiver.transport
         self._intercept(dtls)
-        return str(self.pc.localDescription.sdp)
+        sdp = str(self.pc.localDescription.sdp)
+        return announce(sdp, self.public_address) if self.public_address else sdp
 
     @staticmethod
     def _media_for(parsed: SessionDescription, transceiver: RTCRtpTransceiver) -> Any:

@@ -41,7 +41,8 @@ class Server:
         self.hooks = HookClient(timeout=config["hooks.timeout"], max_connections=config["hooks.max_connections"])
         self.sessions = SessionRegistry(keepalive_grace=config["ws.keepalive_grace"])
         self.media = MediaCore(native.rtp_module(self.python_core), native.track_module(self.python_core),
-                               max_bitrate=config["webrtc.max_bitrate"])
+                               max_bitrate=config["webrtc.max_bitrate"],
+                               public_address=config["ice.public_address"])
         self.streams = StreamService(self, self.media, connect_timeout=config["webrtc.connect_timeout"],
                                      activity_timeout=config["webrtc.activity_timeout"])
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())

@@ -155,3 +155,17 @@ async def test_junk_on_the_media_port_leaves_the_stream_running(server: ServerPr
         assert not [d for d in client.messages if d["message"] == "notifyStreamStatusEvent"
                     and d["data"][0].get("status") == "FAILED"]
     await pc.close()
+
+
+async def test_the_announced_address_replaces_host_candidates(start_server) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(extra_args=["--ice-public-address", "203.0.113.7"])
+    pc = RTCPeerConnection()
+    pc.addTrack(Pattern())
+    async with WsClient(server.ws_url) as client:
+        await client.connect()
+        await publish_raw(client, "natted", await offer_from(pc))
+        sdp = (await client.expect("setRemoteSDP"))["data"][1]
+    await pc.close()
+    candidates = [line for line in sdp.splitlines() if line.startswith("a=candidate:")]
+    assert candidates and all(" 203.0.113.7 " in line and "127.0.0.1" not in line for line in candidates)
+    assert "c=IN IP4 203.0.113.7" in sdp
