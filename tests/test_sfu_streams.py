@@ -65,3 +65,27 @@ async def test_ice_that_never_connects_fails_by_ice_timeout(
                                             for d in client.messages), timeout=10)
         await again.close()
     await pc.close()
+
+
+async def test_a_dtls_failure_fails_the_stream(server: ServerProcess) -> None:
+    """ICE connects, but the offer's certificate fingerprint is not the publisher's certificate."""
+    from aiortc import RTCSessionDescription
+
+    pc = RTCPeerConnection()
+    pc.addTrack(VideoStreamTrack())
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription.sdp
+    lines = offer.split("\r\n")
+    for i, line in enumerate(lines):
+        if line.startswith("a=fingerprint:sha-256 "):
+            value = line.split(" ", 1)[1]
+            flipped = ("00" if value[:2] != "00" else "11") + value[2:]
+            lines[i] = "a=fingerprint:sha-256 " + flipped
+    async with WsClient(server.ws_url) as client:
+        await client.connect()
+        msid = await publish_raw(client, "forged", "\r\n".join(lines))
+        answer = await client.expect("setRemoteSDP")
+        await pc.setRemoteDescription(RTCSessionDescription(answer["data"][1], "answer"))
+        failed = await status_of(client, msid, "FAILED", timeout=20)
+        assert failed["info"] == "Failed by DTLS error"
+    await pc.close()
