@@ -12,7 +12,7 @@ import importlib
 import os
 from types import ModuleType
 
-NATIVE_MODULES = ("rtp", "track")
+NATIVE_MODULES = ("rtp", "track", "depacketize")
 
 
 class NativeCoreMissing(RuntimeError):
@@ -54,6 +54,13 @@ def track_module(python_core: bool = False) -> ModuleType:
     if python_core:
         return importlib.import_module("media.track")
     return _load_native("track")
+
+
+def depacketize_module(python_core: bool = False) -> ModuleType:
+    """The RTP-to-frames module (Depacketizer) to use: native unless python_core is set."""
+    if python_core:
+        return importlib.import_module("media.depacketize")
+    return _load_native("depacketize")
 
 
 def describe(python_core: bool = False) -> str:

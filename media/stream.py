@@ -92,6 +92,9 @@ class PublishedTrack:
         self._duplicate_flag = flags.DUPLICATE
         self._request_keyframe = request_keyframe
         self.sinks: list[TrackSink] = []
+        # Packet listeners: sinks that need the media rather than RTP to forward (frame taps for
+        # HLS, recording, transcoding, snapshots). Called with (packet, ingest flags, now).
+        self.listeners: list[Callable[[bytes, int, float], None]] = []
         self.junk = 0  # packets that failed to parse
         self.keyframe_requests = 0
         self._last_keyframe_request = -1e9
@@ -116,6 +119,8 @@ class PublishedTrack:
                     continue
                 sink.waiting_keyframe = False
             sink.forward(packet, now)
+        for listener in self.listeners:
+            listener(packet, flags, now)
 
     def attach(self, sink: TrackSink, now: float) -> None:
         """A new viewer starts at once from the cached GOP (last keyframe onward), and the publisher is
