@@ -43,14 +43,26 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
-"$VPY" -m pip install -q --upgrade pip >/dev/null
 extras=""
 [ $want_test = 1 ] && extras="[test]"
-say "installing Python dependencies and building the native core"
-"$VPY" -m pip install -q "setuptools>=77" wheel "Cython>=3.0.10,<3.4"
-# --no-build-isolation: build with the Cython just installed (no second download); -e keeps the
-# extension next to its .pyx so the tests import the tree they see.
-"$VPY" -m pip install -q --no-build-isolation -e ".${extras}"
+# Skip pip when nothing it depends on changed since the last successful run (a set-up machine then
+# starts the server without reaching the package index).
+stamp=.venv/.setup-stamp
+digest=$(cat pyproject.toml setup.py media/_native/*.pyx | sha256sum | cut -d' ' -f1)
+wanted="$digest$extras"
+have=$(cat "$stamp" 2>/dev/null || true)
+current=0
+[ "$have" = "$wanted" ] && current=1
+[ $want_test = 0 ] && [ "$have" = "$digest[test]" ] && current=1  # a test setup has all serve needs
+if [ $current = 0 ] || ! "$VPY" -c 'import media.native as n; n.require_native()' 2>/dev/null; then
+    "$VPY" -m pip install -q --upgrade pip >/dev/null
+    say "installing Python dependencies and building the native core"
+    "$VPY" -m pip install -q "setuptools>=77" wheel "Cython>=3.0.10,<3.4"
+    # --no-build-isolation: build with the Cython just installed (no second download); -e keeps the
+    # extension next to its .pyx so the tests import the tree they see.
+    "$VPY" -m pip install -q --no-build-isolation -e ".${extras}"
+    echo "$wanted" > "$stamp"
+fi
 "$VPY" -c 'import media.native as n; n.require_native(); print("[setup] native media core:", n.describe())' >&2
 
 if [ $want_test = 1 ]; then
