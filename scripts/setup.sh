@@ -65,11 +65,21 @@ if [ $current = 0 ] || ! "$VPY" -c 'import media.native as n; n.require_native()
 fi
 "$VPY" -c 'import media.native as n; n.require_native(); print("[setup] native media core:", n.describe())' >&2
 
+websdk_missing() {
+    [ ! -f node_modules/@flashphoner/websdk/flashphoner.js ] || [ package-lock.json -nt node_modules/.package-lock.json ]
+}
+
+if [ $want_test = 0 ] && command -v npm >/dev/null && websdk_missing; then
+    # The demo pages need the WebSDK; the server runs without it.
+    say "installing the WebSDK from npm for the demo pages"
+    npm ci --no-audit --no-fund --loglevel=error >/dev/null || say "npm failed: the demo pages will not load"
+fi
+
 if [ $want_test = 1 ]; then
     # Real clients for the tests: headless Chromium with its driver, ffmpeg, network namespaces.
     apt_install chromium chromium-driver ffmpeg iproute2 util-linux openssl ca-certificates
     command -v npm >/dev/null || apt_install npm
-    if [ ! -f node_modules/@flashphoner/websdk/flashphoner.js ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    if websdk_missing; then
         say "installing the official WebSDK from npm"
         npm ci --no-audit --no-fund --loglevel=error >/dev/null
     fi
