@@ -22,7 +22,6 @@ import pytest
 import media._native.depacketize as native_dep
 import media.depacketize as twin_dep
 import media.rtp as twin_rtp
-from media import native
 from tests.test_track import PPS, RTP_FIXTURES, SPS, filler, load, rtp_packet
 
 MODULES = [twin_dep, native_dep]
@@ -231,14 +230,6 @@ def test_both_modules_export_the_same_api() -> None:
         assert repr(frame).startswith("Frame(data=b'x', timestamp=1, keyframe=True")
         with pytest.raises(AttributeError):
             frame.data = b"z"  # type: ignore[misc]
-
-
-def test_native_module_is_compiled_and_registered() -> None:
-    assert native_dep.__file__ is not None and not native_dep.__file__.endswith(".py")
-    assert "depacketize" in native.NATIVE_MODULES
-    assert native.depacketize_module() is native_dep
-    assert native.depacketize_module(python_core=True) is twin_dep
-    assert native.native_error() is None
 
 
 @pytest.mark.parametrize(

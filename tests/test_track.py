@@ -21,7 +21,6 @@ import media._native.rtp as native_rtp
 import media._native.track as native_track
 import media.rtp as twin_rtp
 import media.track as twin_track
-from media import native
 
 MODULES = [twin_track, native_track]
 FIXTURES = Path(__file__).parent / "fixtures" / "track"
@@ -221,14 +220,6 @@ def test_both_modules_export_the_same_api() -> None:
     for cls in (twin_track.IngestTrack, native_track.IngestTrack):
         public = {name for name in dir(cls) if not name.startswith("_")}
         assert public == set(PROPERTIES) | set(METHODS), cls
-
-
-def test_native_module_is_compiled_and_registered() -> None:
-    assert native_track.__file__ is not None and not native_track.__file__.endswith(".py")
-    assert "track" in native.NATIVE_MODULES
-    assert native.track_module() is native_track
-    assert native.track_module(python_core=True) is twin_track
-    assert native.native_error() is None
 
 
 @pytest.mark.parametrize(
