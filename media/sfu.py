@@ -133,9 +133,14 @@ class WebRtcPublisher:
 
 
 class WebRtcViewer:
-    def __init__(self, core: MediaCore, stream: Stream):
+    """A viewer of a stream. `tracks` picks, per kind, the track to forward when it is not the
+    publisher's own (a transcoder's derived track, for a viewer that needs another codec or size)."""
+
+    def __init__(self, core: MediaCore, stream: Stream, tracks: dict[str, PublishedTrack] | None = None):
         self.core = core
         self.stream = stream
+        self.tracks = {t.kind: t for t in stream.tracks}
+        self.tracks.update(tracks or {})
         self.peer = Peer(f"viewer of {stream.name!r}", core.public_address)
         self.sinks: list[tuple[PublishedTrack, TrackSink]] = []
         self._by_ssrc: dict[int, tuple[PublishedTrack, TrackSink]] = {}
@@ -147,10 +152,10 @@ class WebRtcViewer:
         self.connected_at: float | None = None
 
     async def start(self, offer: str) -> str:
-        wanted = {t.kind: t.codec.native for t in self.stream.tracks}
+        wanted = {kind: t.codec.native for kind, t in self.tracks.items()}
         answer = await self.peer.answer_viewer(offer, wanted)
         for negotiated in self.peer.tracks:
-            track = self.stream.track(negotiated.kind)
+            track = self.tracks.get(negotiated.kind)
             if track is None or negotiated.ssrc is None or negotiated.codec.payloadType is None:
                 continue
             sink = TrackSink(self.core.rtp, negotiated.ssrc, negotiated.codec.payloadType, track.codec.clock_rate,

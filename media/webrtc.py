@@ -125,6 +125,20 @@ def _forwardable(codecs: list[RTCRtpCodecParameters]) -> list[RTCRtpCodecParamet
     return out
 
 
+def offered_codecs(offer: str) -> dict[str, list[RTCRtpCodecParameters]]:
+    """The forwardable codecs a viewer's offer accepts, per kind, in its order of preference."""
+    parsed = parse_offer(offer)
+    out: dict[str, list[RTCRtpCodecParameters]] = {}
+    for media in parsed.media:
+        if media.kind in ("audio", "video") and media.direction in (None, "recvonly", "sendrecv"):
+            out.setdefault(media.kind, []).extend(_forwardable(media.rtp.codecs))
+    return out
+
+
+def accepts(offered: list[RTCRtpCodecParameters], codec: RTCRtpCodecParameters | None) -> bool:
+    return codec is not None and any(is_codec_compatible(codec, c) for c in offered)
+
+
 class Peer:
     """One RTCPeerConnection answering one offer, with RTP and RTCP handed to callbacks."""
 

@@ -66,7 +66,8 @@ fi
 "$VPY" -c 'import media.native as n; n.require_native(); print("[setup] native media core:", n.describe())' >&2
 
 websdk_missing() {
-    [ ! -f node_modules/@flashphoner/websdk/flashphoner.js ] || [ package-lock.json -nt node_modules/.package-lock.json ]
+    [ ! -f node_modules/@flashphoner/websdk/flashphoner.js ] || [ ! -f node_modules/hls.js/dist/hls.min.js ] \
+        || [ package-lock.json -nt node_modules/.package-lock.json ]
 }
 
 if [ $want_test = 0 ] && command -v npm >/dev/null && websdk_missing; then

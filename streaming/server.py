@@ -15,10 +15,13 @@ from aiohttp import web
 
 from media import ice, native
 from media.sfu import MediaCore
+from media.stream import Stream
+from media.transcode import Transcoders
 
 from . import rest_api
 from .apps import ECHO_BACKEND_PATH, AppRegistry
 from .config import Config
+from .hls_server import HlsService
 from .hooks import HookClient
 from .session import Session, SessionRegistry
 from .streams import StreamService
@@ -45,6 +48,10 @@ class Server:
                                public_address=config["ice.public_address"])
         self.streams = StreamService(self, self.media, connect_timeout=config["webrtc.connect_timeout"],
                                      activity_timeout=config["webrtc.activity_timeout"])
+        self.transcoders = Transcoders(native.depacketize_module(self.python_core), self.media.track, self.media.rtp,
+                                       enabled=config["transcoding.enabled"], preset=config["transcoding.preset"],
+                                       keyframe_interval=config["transcoding.keyframe_interval"])
+        self.hls = HlsService(self, self.transcoders)
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
@@ -69,6 +76,9 @@ class Server:
         rest_port = await self._listen(rest_api.build_app(self), bind, self.config["rest.port"])
         self.urls["rest"] = f"http://{_host_for_url(bind)}:{rest_port}"
         self._ensure_default_app(self.urls["rest"])
+        self.hls.start()
+        hls_port = await self._listen(self.hls.build_app(), bind, self.config["hls.port"])
+        self.urls["hls"] = f"http://{_host_for_url(bind)}:{hls_port}"
         return self.urls
 
     async def _listen(self, app: web.Application, host: str, port: int,
@@ -84,11 +94,13 @@ class Server:
 
     async def stop(self) -> None:
         await self.streams.shutdown()
+        await self.hls.shutdown()
         for session in self.sessions.all():
             await self.sessions.close(session, "Server shutdown")
         for runner in reversed(self._runners):
             await runner.cleanup()
         await self.hooks.close()
+        self.transcoders.close()
         self.apps.close()
 
     def _ensure_default_app(self, rest_url: str) -> None:
@@ -119,6 +131,8 @@ class Server:
             "mediaCore": self.media_core,
             "sessions": len(self.sessions),
             "streams": len(self.streams.registry),
+            "transcoders": {"active": self.transcoders.active(), "created": self.transcoders.created()},
+            "hls": {"outputs": len(self.hls.feeds), "requests": self.hls.requests},
             "hooks": {
                 "calls": self.hooks.stats.calls,
                 "refused": self.hooks.stats.refused,
@@ -140,6 +154,15 @@ class Server:
         await ws.prepare(request)
         await ClientConnection(self, ws, request).run()
         return ws
+
+    # -- outputs of published streams --------------------------------------------------------------
+
+    def stream_published(self, stream: Stream) -> None:
+        self.hls.stream_published(stream)
+
+    def stream_unpublished(self, stream: Stream) -> None:
+        self.hls.stream_unpublished(stream)
+        self.transcoders.close_stream(stream)
 
     async def on_session_closed(self, session: Session, reason: str) -> None:
         await self.streams.session_closed(session, reason)

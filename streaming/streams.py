@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from media.sfu import MediaCore, WebRtcPublisher, WebRtcViewer
-from media.stream import Stream, StreamNameInUse, StreamRegistry
-from media.webrtc import NoCommonCodecs, SdpError
+from media.stream import PublishedTrack, Stream, StreamNameInUse, StreamRegistry
+from media.transcode import Target, Transcoder, TranscodingDisabled
+from media.webrtc import NoCommonCodecs, SdpError, accepts, offered_codecs
 
 from . import protocol
 from .protocol import ProtocolError
@@ -40,6 +41,8 @@ RESTRICTED = "Restricted access"
 ICE_TIMEOUT = "Failed by ICE timeout"
 DTLS_ERROR = "Failed by DTLS error"
 RTP_ACTIVITY = "Failed by RTP activity"
+TRANSCODING_DISABLED = "Transcoding required, but disabled"
+MAX_PLAY_SIZE = 4096  # width or height a viewer may ask for
 VIEWER_SILENT = "Failed by RTP activity: the viewer sent no RTCP for {:g} s"
 
 
@@ -58,6 +61,7 @@ class MediaSession:
     stream: Stream | None = None
     viewers: set[MediaSession] = field(default_factory=set)
     connect_timer: asyncio.TimerHandle | None = None
+    transcoders: list[Transcoder] = field(default_factory=list)
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -83,6 +87,16 @@ class MediaSession:
         if self.custom is not None:
             obj["custom"] = self.custom
         return obj
+
+
+def _play_size(value: Any) -> int:
+    """A viewer's width or height: 0 (as published) or 1..MAX_PLAY_SIZE, given as a number or text."""
+    if value in (None, "", 0, "0"):
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit() \
+            or not 0 <= int(value) <= MAX_PLAY_SIZE:
+        raise ValueError(f"width and height must be whole numbers 0..{MAX_PLAY_SIZE}")
+    return int(value)
 
 
 def validate_name(name: str) -> str | None:
@@ -174,7 +188,18 @@ class StreamService:
             await self._fail(ms, NOT_FOUND)
             return
         ms.stream = publisher.stream
-        viewer = WebRtcViewer(self.core, publisher.stream)
+        try:
+            derived = self._derived_tracks(ms, publisher.stream, obj)
+        except SdpError as exc:
+            await self._fail(ms, f"Bad SDP: {exc}")
+            return
+        except TranscodingDisabled:
+            await self._fail(ms, TRANSCODING_DISABLED)
+            return
+        except ValueError as exc:
+            await self._fail(ms, str(exc))
+            return
+        viewer = WebRtcViewer(self.core, publisher.stream, derived)
         ms.endpoint = viewer
         publisher.viewers.add(ms)
         try:
@@ -229,6 +254,27 @@ class StreamService:
             return None
         return ms
 
+    def _derived_tracks(self, ms: MediaSession, stream: Stream, obj: dict[str, Any]) -> dict[str, PublishedTrack]:
+        """The transcoded tracks this viewer needs: video in a codec its offer accepts when it does not
+        accept the publisher's, or at the width/height it asked for. Shared with every other viewer
+        that needs the same (MediaSession.transcoders holds them, released when the viewer ends)."""
+        width, height = _play_size(obj.get("width")), _play_size(obj.get("height"))
+        offered = offered_codecs(obj["sdp"])
+        derived: dict[str, PublishedTrack] = {}
+        for track in stream.tracks:
+            choices = offered.get(track.kind, [])
+            if track.kind != "video" or not choices:
+                continue  # audio is Opus both ways: browsers all take it
+            same_codec = accepts(choices, track.codec.native)
+            if same_codec and not (width or height):
+                continue
+            codec = track.codec.name if same_codec else choices[0].mimeType.split("/", 1)[1]
+            transcoder = self.server.transcoders.acquire(stream, Target("video", codec, width, height),
+                                                         self.core.now())
+            ms.transcoders.append(transcoder)
+            derived["video"] = transcoder.rtp_track()
+        return derived
+
     def _own(self, session: Session, obj: dict[str, Any], message: str) -> MediaSession:
         msid = protocol.require_str(obj, "mediaSessionId", message, max_length=128)
         ms = self._media.get(msid or "")
@@ -265,6 +311,9 @@ class StreamService:
             elif isinstance(ms.endpoint, WebRtcPublisher):
                 ms.endpoint.connected_at = self.core.now()
             loop.create_task(self._set_status(ms, "PUBLISHING" if ms.published else "PLAYING"))
+            if ms.published and ms.stream is not None:
+                ms.status = "PUBLISHING"  # so the outputs started now see the stream as published
+                self.server.stream_published(ms.stream)
         elif state == "failed" and not ms.ended:
             pc = ms.endpoint.peer.pc if ms.endpoint is not None else None
             ice_failed = pc is not None and pc.iceConnectionState == "failed"
@@ -300,9 +349,23 @@ class StreamService:
             publisher = self._publishers.get(ms.name)
             if publisher is not None:
                 publisher.viewers.discard(ms)
+        if ms.published and ms.stream is not None:
+            self.server.stream_unpublished(ms.stream)
         await self._set_status(ms, status, info)
         if ms.endpoint is not None:
             await ms.endpoint.close()
+        for transcoder in ms.transcoders:
+            self.server.transcoders.release(transcoder)
+        ms.transcoders.clear()
+
+    # -- for the other outputs (HLS, RTSP, recording) ---------------------------------------------
+
+    def published(self, name: str) -> Stream | None:
+        """The stream of that name if its publisher is connected and sending, else None."""
+        ms = self._publishers.get(name)
+        if ms is None or ms.status != "PUBLISHING" or ms.stream is None or ms.stream.closed:
+            return None
+        return ms.stream
 
     # -- introspection -----------------------------------------------------------------------------
 

@@ -412,12 +412,14 @@ class Session:
         return publisher
 
     async def play(self, name: str, *, video: bool = True, audio: bool = True, codec: str | None = None,
-                   custom: dict[str, Any] | None = None, inspect: bool = False,
+                   custom: dict[str, Any] | None = None, inspect: bool = False, width: int = 0, height: int = 0,
                    timeout: float = 20.0) -> Player:
-        """Play `name` and wait for PLAYING; frames are counted from then on (see Player)."""
+        """Play `name` and wait for PLAYING; frames are counted from then on (see Player). `width` and
+        `height` ask the server for another size (it transcodes); `codec` limits what the offer accepts."""
         from .webrtc import Player
 
-        player = Player(self, name, video=video, audio=audio, codec=codec, custom=custom, inspect=inspect)
+        player = Player(self, name, video=video, audio=audio, codec=codec, custom=custom, inspect=inspect,
+                        width=width, height=height)
         self.media.append(player)
         await player.start(timeout)
         return player

@@ -312,9 +312,12 @@ class Player(_WebRtcStream):
     _ready_status = "PLAYING"
 
     def __init__(self, session: Session, name: str, *, video: bool = True, audio: bool = True,
-                 codec: str | None = None, custom: dict[str, Any] | None = None, inspect: bool = False):
+                 codec: str | None = None, custom: dict[str, Any] | None = None, inspect: bool = False,
+                 width: int = 0, height: int = 0):
         super().__init__(session, name, custom)
         self.inspect = inspect
+        self.width = width  # asked of the server: 0 = as published
+        self.height = height
         self.video = VideoCounters()
         self.audio = KindCounters()
         self.tracks_ended: list[str] = []
@@ -338,8 +341,8 @@ class Player(_WebRtcStream):
             "hasAudio": True,
             "status": "PENDING",
             "record": False,
-            "width": 0,
-            "height": 0,
+            "width": self.width,
+            "height": self.height,
             "mediaProvider": "WebRTC",
             "sdp": self.pc.localDescription.sdp,
             "custom": self.custom,

@@ -28,7 +28,7 @@ class Rule:
     status: int = 200
     body: Any = None  # None: echo what came in
     delay: float = 0.0
-    transform: Callable[[dict[str, Any]], Any] | None = None
+    transform: Callable[[dict[str, Any]], Any] | None = None  # body -> answer, or (status, answer)
 
 
 class Backend:
@@ -110,6 +110,9 @@ class Backend:
             answer = rule.transform(body)
         else:
             answer = body if rule.body is None else rule.body
+        status = rule.status
+        if isinstance(answer, tuple):  # a transform that decides the status too: (status, body)
+            status, answer = answer
         if isinstance(answer, str):
-            return web.Response(status=rule.status, text=answer)
-        return web.json_response(answer, status=rule.status)
+            return web.Response(status=status, text=answer)
+        return web.json_response(answer, status=status)

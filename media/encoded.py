@@ -1,0 +1,146 @@
+"""Encoded frames on a stream's shared timeline, and the sources that produce them.
+
+Sinks that need media rather than RTP (the HLS segmenter, the recorder, the transcoder, snapshots)
+subscribe to a FrameSource. Two kinds exist: `TrackFrames`, the frames of a published track as they
+arrive (reassembled from RTP by the native depacketizer), and a transcoder's output
+(media/transcode.py). Both call their subscribers on the event loop thread.
+
+Timestamps: every frame of a stream carries `pts`, an unwrapped 64-bit count of `clock_rate` ticks since
+the stream's epoch (`Timeline`), so audio and video of one stream line up. A track is anchored on the
+timeline by the arrival time of its first frame; from there its own RTP timestamps advance it, so
+arrival jitter does not leak into the pts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+from .frames import FrameTap
+from .stream import PublishedTrack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class EncodedFrame:
+    """One encoded frame: an H.264 access unit (Annex B, SPS/PPS before each keyframe), a VP8 frame,
+    an AAC frame (raw, no ADTS header) or an Opus packet."""
+
+    codec: str  # "H264" | "VP8" | "AAC" | "opus"
+    data: bytes
+    pts: int  # clock_rate ticks since the stream's epoch
+    clock_rate: int  # 90000 for video; the sample rate for audio
+    keyframe: bool = True
+    width: int = 0  # video, when known
+    height: int = 0
+    channels: int = 0  # audio
+    extradata: bytes | None = None  # AAC: the AudioSpecificConfig
+
+    @property
+    def kind(self) -> str:
+        return "audio" if self.codec in ("AAC", "opus") else "video"
+
+    @property
+    def seconds(self) -> float:
+        return self.pts / self.clock_rate
+
+
+FrameCallback = Callable[[EncodedFrame], None]
+
+
+class FrameSource:
+    """Subscribers of one stream of EncodedFrames. `on_idle` is called when the last one leaves, so an
+    owner can stop what produces them (a transcoder, a tap)."""
+
+    codec: str = ""
+    kind: str = ""
+
+    def __init__(self) -> None:
+        self.subscribers: list[FrameCallback] = []
+        self.on_idle: Callable[[FrameSource], None] = lambda source: None
+        self.frames = 0
+
+    def subscribe(self, callback: FrameCallback) -> None:
+        self.subscribers.append(callback)
+
+    def unsubscribe(self, callback: FrameCallback) -> None:
+        if callback in self.subscribers:
+            self.subscribers.remove(callback)
+            if not self.subscribers:
+                self.on_idle(self)
+
+    def emit(self, frame: EncodedFrame) -> None:
+        self.frames += 1
+        for callback in list(self.subscribers):
+            try:
+                callback(frame)
+            except Exception:  # one broken sink must not starve the others
+                log.exception("frame subscriber %r failed", callback)
+
+    def request_keyframe(self, now: float) -> None:
+        """Ask whatever produces the frames for a keyframe soon."""
+
+    def close(self) -> None:
+        self.subscribers.clear()
+
+
+class Timeline:
+    """The shared epoch of one stream's tracks (loop time of the first frame of any track)."""
+
+    def __init__(self) -> None:
+        self.epoch: float | None = None
+
+    def anchor(self, now: float) -> float:
+        if self.epoch is None:
+            self.epoch = now
+        return now - self.epoch
+
+
+class Unwrapper:
+    """32-bit RTP timestamps to a monotonic 64-bit count on the stream's timeline."""
+
+    def __init__(self, timeline: Timeline, clock_rate: int):
+        self.timeline = timeline
+        self.clock_rate = clock_rate
+        self._last: int | None = None
+        self._value = 0
+
+    def __call__(self, timestamp: int, now: float) -> int:
+        if self._last is None:
+            self._value = round(self.timeline.anchor(now) * self.clock_rate)
+        else:
+            delta = (timestamp - self._last) & 0xFFFFFFFF
+            if delta >= 0x80000000:
+                delta -= 0x100000000  # an older frame (reordered B-frames are not sent by browsers)
+            self._value += delta
+        self._last = timestamp
+        return self._value
+
+
+class TrackFrames(FrameSource):
+    """The frames of a published track, as they arrive."""
+
+    def __init__(self, track: PublishedTrack, depacketize: ModuleType, timeline: Timeline, now: float):
+        super().__init__()
+        self.track = track
+        self.codec = track.codec.name
+        self.kind = track.kind
+        self._unwrap = Unwrapper(timeline, track.codec.clock_rate)
+        self._channels = int(track.codec.parameters.get("channels", 2) or 2) if self.kind == "audio" else 0
+        self._tap = FrameTap(track, depacketize, self._on_frame, now)
+
+    def _on_frame(self, frame: object, now: float) -> None:
+        data: bytes = frame.data  # type: ignore[attr-defined]
+        self.emit(EncodedFrame(self.codec, data, self._unwrap(frame.timestamp, now),  # type: ignore[attr-defined]
+                               self.track.codec.clock_rate, bool(frame.keyframe),  # type: ignore[attr-defined]
+                               channels=self._channels))
+
+    def request_keyframe(self, now: float) -> None:
+        self.track.request_keyframe(now)
+
+    def close(self) -> None:
+        super().close()
+        self._tap.close()
