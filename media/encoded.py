@@ -119,6 +119,15 @@ class Unwrapper:
         self._last = timestamp
         return self._value
 
+    def peek(self, timestamp: int) -> int | None:
+        """Where `timestamp` falls on the timeline, without moving on (None before the first frame)."""
+        if self._last is None:
+            return None
+        delta = (timestamp - self._last) & 0xFFFFFFFF
+        if delta >= 0x80000000:
+            delta -= 0x100000000
+        return self._value + delta
+
 
 class TrackFrames(FrameSource):
     """The frames of a published track, as they arrive."""
@@ -137,6 +146,10 @@ class TrackFrames(FrameSource):
         self.emit(EncodedFrame(self.codec, data, self._unwrap(frame.timestamp, now),  # type: ignore[attr-defined]
                                self.track.codec.clock_rate, bool(frame.keyframe),  # type: ignore[attr-defined]
                                channels=self._channels))
+
+    def pts_of(self, rtp_timestamp: int) -> int | None:
+        """The pts an RTP timestamp of this track maps to (for sender reports), None before any frame."""
+        return self._unwrap.peek(rtp_timestamp)
 
     def request_keyframe(self, now: float) -> None:
         self.track.request_keyframe(now)

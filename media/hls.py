@@ -1156,7 +1156,11 @@ class HlsOutput:
     # -- playlist text ------------------------------------------------------------------------------------
 
     def _target_duration(self) -> int:
-        return max(1, math.ceil(self._longest if self._longest else self.settings.segment_duration))
+        """RFC 8216 4.3.3.1: every EXTINF rounded to the nearest integer fits. Not the ceiling: segments
+        cut at the first keyframe past 2 s last 2.001 s, and a target of 3 would make players hold back
+        3 x 3 s instead of 3 x 2 s."""
+        longest = self._longest if self._longest else self.settings.segment_duration
+        return max(1, math.floor(longest + 0.5))
 
     def _program_date(self, start: float) -> str:
         wall = (self._wall_offset or 0.0) + start

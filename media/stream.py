@@ -95,6 +95,9 @@ class PublishedTrack:
         # Packet listeners: sinks that need the media rather than RTP to forward (frame taps for
         # HLS, recording, transcoding, snapshots). Called with (packet, ingest flags, now).
         self.listeners: list[Callable[[bytes, int, float], None]] = []
+        # Sender report listeners (ntp, rtp_ts, now): tracks derived from this one (transcoded) that
+        # translate the publisher's NTP/RTP mapping onto their own timestamps.
+        self.report_listeners: list[Callable[[int, int, float], None]] = []
         self.junk = 0  # packets that failed to parse
         self.keyframe_requests = 0
         self._last_keyframe_request = -1e9
@@ -162,6 +165,8 @@ class PublishedTrack:
         self.ingest.on_sender_report(ntp, rtp_ts, now)
         for sink in self.sinks:
             sink.send_sender_report(ntp, rtp_ts)
+        for listener in self.report_listeners:
+            listener(ntp, rtp_ts, now)
 
 
 class Stream:

@@ -258,6 +258,8 @@ class Transcoder:
         self._stopping = True
         if self._source is not None:
             self._source.unsubscribe(self._on_input)
+        if self._on_source_report in self.track.report_listeners:
+            self.track.report_listeners.remove(self._on_source_report)
         with self._cond:
             self._queue.clear()
             self._cond.notify()
@@ -292,7 +294,17 @@ class Transcoder:
         if self._rtp is None:
             self._rtp = _RtpOutput(self.target.codec, self._track_module, self._rtp_module, self._on_rtp_pli)
             self.output.subscribe(self._rtp.on_frame)
+            self.track.report_listeners.append(self._on_source_report)
         return self._rtp.track
+
+    def _on_source_report(self, ntp: int, rtp_ts: int, now: float) -> None:
+        """The publisher's sender report, moved onto the derived track's timestamps (pts carried through
+        plus its offset), so viewers keep the transcoded video in sync with the forwarded audio."""
+        pts_of = getattr(self._source, "pts_of", None)
+        pts = pts_of(rtp_ts) if pts_of is not None else None
+        if pts is None or self._rtp is None or self._stopping:
+            return
+        self._rtp.track.on_sender_report(ntp, self._rtp.timestamp(pts), now)
 
     def _on_rtp_pli(self, ssrc: int) -> None:
         self.request_keyframe()
@@ -644,13 +656,16 @@ class _RtpOutput:
         self._picture_id = secrets.randbits(15)
         self.packets = 0
 
+    def timestamp(self, pts: int) -> int:
+        return (pts + self._ts_offset) & 0xFFFFFFFF
+
     def on_frame(self, frame: EncodedFrame) -> None:
         if self.codec == "H264":
             payloads = H264Encoder._packetize(H264Encoder._split_bitstream(frame.data))
         else:
             payloads = Vp8Encoder._packetize(frame.data, self._picture_id)
             self._picture_id = (self._picture_id + 1) & 0x7FFF
-        timestamp = (frame.pts + self._ts_offset) & 0xFFFFFFFF
+        timestamp = self.timestamp(frame.pts)
         now = asyncio.get_running_loop().time()
         last = len(payloads) - 1
         for k, payload in enumerate(payloads):

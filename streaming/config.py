@@ -134,6 +134,24 @@ def _choice(value: Any, choices: tuple[str, ...]) -> str:
     return text
 
 
+def _users(value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        items = [f"{k}:{v}" for k, v in value.items()]
+    elif isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list | tuple):
+        items = [str(part) for part in value]
+    else:
+        raise ValueError("must be user:password entries")
+    users: dict[str, str] = {}
+    for item in items:
+        user, sep, password = item.partition(":")
+        if not sep or not user or any(c in user for c in ' "\\,') or not password:
+            raise ValueError("must be user:password entries (a user name without spaces, quotes or commas)")
+        users[user] = password
+    return users
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -203,7 +221,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hls.app_key", "defaultApp", _text, "application whose backend authorizes HLS (playHLS hook)"),
     Setting("hls.auth_cache", 30.0, _positive_float,
             "seconds a playHLS answer holds for the same stream and token"),
-    Setting("rtsp.port", 554, _port, "RTSP port"),
+    Setting("rtsp.port", 554, _port, "RTSP port: rtsp://host:PORT/{name} (0: any free port)"),
+    Setting("rtsp.udp_port", 0, _port,
+            "RTSP server's UDP port for RTP (RTCP on the next one); 0: any free even port and the next"),
+    Setting("rtsp.session_timeout", 60.0, _positive_float,
+            "seconds without a request, RTCP or data from an RTSP client before its session ends"),
+    Setting("rtsp.app_key", "defaultApp", _text, "application whose backend authorizes RTSP (playRTSP hook)"),
+    Setting("rtsp.auth", "none", lambda v: _choice(v, ("NONE", "BASIC", "DIGEST")).lower(),
+            "RTSP authentication of viewers: none, basic or digest (users from rtsp.users)"),
+    Setting("rtsp.users", {}, _users, "RTSP users as user:password, separated by commas (or a TOML list)"),
     Setting("transcoding.enabled", True, _bool,
             "transcode for viewers that need another codec or size; off: they fail with "
             "'Transcoding required, but disabled'"),

@@ -74,6 +74,8 @@ class HlsFeed:
     transcoders: list[Transcoder] = field(default_factory=list)
     ended_at: float | None = None
     closed: bool = False
+    served: int = 0  # playlists answered
+    pending: int = 0  # requests in progress
 
 
 class HlsService:
@@ -134,7 +136,7 @@ class HlsService:
                 if feed.ended_at is not None:
                     if now - feed.ended_at > linger:
                         self._close(feed)
-                elif feed.on_demand and now - feed.last_request > self.idle_timeout:
+                elif feed.on_demand and not feed.pending and now - feed.last_request > self.idle_timeout:
                     log.info("HLS of %r stops: no requests for %g s", feed.stream.name, self.idle_timeout)
                     self._close(feed)
             for key, (expires, _allowed) in list(self._auth.items()):
@@ -195,6 +197,25 @@ class HlsService:
         feed.output.close()
         if self.feeds.get(feed.stream.name) is feed:
             del self.feeds[feed.stream.name]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Like WCS /rest-api/hls/find_all: one entry per stream with an HLS output."""
+        out = []
+        for name, feed in self.feeds.items():
+            output = feed.output
+            out.append({
+                "streamName": name,
+                "status": "ENDED" if feed.ended_at is not None else "ACTIVE",
+                "mode": "LLHLS" if self.settings.low_latency else "HLS",
+                "onDemand": feed.on_demand,
+                "segments": output.segments,
+                "parts": output.parts,
+                "dropped": output.dropped,
+                "errors": output.errors,
+                "idleSeconds": round(time.monotonic() - feed.last_request, 1),
+                "sources": [source.codec for source, _callback in feed.subscriptions],
+            })
+        return out
 
     # -- authorization -----------------------------------------------------------------------------
 
@@ -258,9 +279,14 @@ class HlsService:
         elif not await self._authorized(request, name, token):
             return _forbidden()
         feed.last_request = time.monotonic()
-        if is_playlist:
-            return await self._playlist(request, feed, token)
-        return await self._file(request, feed, file_name)
+        feed.pending += 1  # a request waiting for media keeps the output alive
+        try:
+            if is_playlist:
+                return await self._playlist(request, feed, token)
+            return await self._file(request, feed, file_name)
+        finally:
+            feed.pending -= 1
+            feed.last_request = time.monotonic()
 
     async def _playlist(self, request: web.Request, feed: HlsFeed, token: str) -> web.StreamResponse:
         output = feed.output
@@ -269,6 +295,8 @@ class HlsService:
         if msn is False or part is False or (part is not None and msn is None):
             return web.Response(status=400, text="_HLS_msn and _HLS_part must be whole numbers, "
                                                  "and _HLS_part needs _HLS_msn\n")
+        if feed.served == 0:
+            await self._first_segments(output)
         if output.playlist_now() is None:
             await output.wait_ready(self.ready_timeout)
             if output.playlist_now() is None:
@@ -286,9 +314,27 @@ class HlsService:
         except HlsClosed:
             return _not_found()
         feed.last_request = time.monotonic()
+        feed.served += 1
         text = _with_query(text, {"v": feed.version, "token": token})
         return web.Response(text=text, content_type=PLAYLIST_TYPE, charset=None,
                             headers={"Cache-Control": "no-cache, no-store, must-revalidate"})
+
+    async def _first_segments(self, output: HlsOutput) -> None:
+        """A new output's first playlist waits (up to ready_timeout) for enough media to start well:
+        players start three target durations from the live edge (hls.js, Safari), so a playlist with
+        one segment makes them start at its beginning and stall at every segment after; LL-HLS players
+        need one whole segment besides its parts (hls.js calls a playlist of parts only empty)."""
+        want = 1 if self.settings.low_latency else min(3, self.settings.window)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_timeout
+        while output.segments < want and not output.ended and not output.closed:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            try:
+                await output.playlist(output.segments, timeout=left)  # until the next segment is complete
+            except (PlaylistNotReady, PlaylistTimeout, HlsClosed):
+                return
 
     async def _file(self, request: web.Request, feed: HlsFeed, file_name: str) -> web.StreamResponse:
         output = feed.output

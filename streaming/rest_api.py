@@ -108,6 +108,24 @@ def build_app(server: Server) -> web.Application:
             return _error(404, "Stream not found")
         return web.json_response(found)
 
+    # -- transcoders and HLS ---------------------------------------------------------------------
+
+    @routes.post("/rest-api/transcoder/find_all")
+    async def transcoder_find_all(request: web.Request) -> web.Response:
+        await _json_body(request)
+        found = server.transcoders.describe()
+        if not found:
+            return _error(404, "No transcoders")
+        return web.json_response(found)
+
+    @routes.post("/rest-api/hls/find_all")
+    async def hls_find_all(request: web.Request) -> web.Response:
+        await _json_body(request)
+        found = server.hls.describe()
+        if not found:
+            return _error(404, "No HLS outputs")
+        return web.json_response(found)
+
     # -- server status ------------------------------------------------------------------------
 
     @routes.get("/health")

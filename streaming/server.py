@@ -23,6 +23,7 @@ from .apps import ECHO_BACKEND_PATH, AppRegistry
 from .config import Config
 from .hls_server import HlsService
 from .hooks import HookClient
+from .rtsp_server import RtspService
 from .session import Session, SessionRegistry
 from .streams import StreamService
 from .ws import ClientConnection, Handler
@@ -52,6 +53,7 @@ class Server:
                                        enabled=config["transcoding.enabled"], preset=config["transcoding.preset"],
                                        keyframe_interval=config["transcoding.keyframe_interval"])
         self.hls = HlsService(self, self.transcoders)
+        self.rtsp = RtspService(self)
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
@@ -79,6 +81,16 @@ class Server:
         self.hls.start()
         hls_port = await self._listen(self.hls.build_app(), bind, self.config["hls.port"])
         self.urls["hls"] = f"http://{_host_for_url(bind)}:{hls_port}"
+        try:
+            rtsp_port = await self.rtsp.start(bind, self.config["rtsp.port"])
+            self.urls["rtsp"] = f"rtsp://{_host_for_url(bind)}:{rtsp_port}"
+        except PermissionError:
+            if self.config["rtsp.port"] >= 1024:
+                raise
+            # The WCS default, 554, is a privileged port: without root the rest of the server still runs.
+            await self.rtsp.shutdown()
+            log.warning("RTSP is off: port %d needs root or CAP_NET_BIND_SERVICE; set rtsp.port (e.g. 8554)",
+                        self.config["rtsp.port"])
         return self.urls
 
     async def _listen(self, app: web.Application, host: str, port: int,
@@ -95,6 +107,7 @@ class Server:
     async def stop(self) -> None:
         await self.streams.shutdown()
         await self.hls.shutdown()
+        await self.rtsp.shutdown()
         for session in self.sessions.all():
             await self.sessions.close(session, "Server shutdown")
         for runner in reversed(self._runners):
@@ -133,6 +146,7 @@ class Server:
             "streams": len(self.streams.registry),
             "transcoders": {"active": self.transcoders.active(), "created": self.transcoders.created()},
             "hls": {"outputs": len(self.hls.feeds), "requests": self.hls.requests},
+            "rtsp": self.rtsp.snapshot(),
             "hooks": {
                 "calls": self.hooks.stats.calls,
                 "refused": self.hooks.stats.refused,

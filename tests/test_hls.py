@@ -30,6 +30,13 @@ def health(server: ServerProcess) -> dict[str, Any]:
         return json.loads(resp.read())
 
 
+def rest(server: ServerProcess, path: str) -> Any:
+    request = urllib.request.Request(server.rest_url + path, data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
 async def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0, every: float = 0.1) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -112,6 +119,13 @@ async def test_a_published_stream_plays_as_hls_h264_and_aac_at_the_publishers_si
         assert streams["audio"]["codec_name"] == "aac"
         # H.264 is remuxed as it came; VP8 goes through the shared transcoder; Opus always to AAC.
         assert health(server)["transcoders"]["active"] == (1 if codec == "H264" else 2)
+        transcoders = rest(server, "/rest-api/transcoder/find_all")
+        assert sorted((t["source"], t["target"]["codec"]) for t in transcoders) == sorted(
+            [("opus", "AAC")] + ([] if codec == "H264" else [("VP8", "H264")]))
+        assert all(t["stream"] == "cam1" and t["users"] == 1 and t["frames_out"] > 0 for t in transcoders)
+        (output,) = rest(server, "/rest-api/hls/find_all")
+        assert output["streamName"] == "cam1" and output["status"] == "ACTIVE" and output["segments"] >= 1
+        assert sorted(output["sources"]) == ["AAC", "H264"]
 
 
 async def test_the_window_slides_old_segments_are_deleted_and_the_end_is_marked(

@@ -6,10 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-import pytest
-from aiortc import RTCPeerConnection, VideoStreamTrack
+from aiortc import RTCPeerConnection, RTCRtpSender, VideoStreamTrack
 
-from streaming.client import Session, StreamFailed
+from streaming.client import Session
 from tests.support.server import ServerProcess
 from tests.support.wsclient import WsClient
 from tests.test_streams_protocol import publish_raw, status_of
@@ -33,14 +32,28 @@ async def test_video_only_stream(server: ServerProcess) -> None:
         assert (player.video.width, player.video.height) == (320, 240)
 
 
-async def test_viewer_without_the_publishers_codec(server: ServerProcess) -> None:
+async def test_viewer_with_no_codec_we_can_send_fails_with_no_common_codecs(server: ServerProcess) -> None:
+    """VP8 <-> H.264 plays through a transcoder (tests/test_transcoded_viewers.py); a viewer that takes
+    neither (only PCMU audio here, for an audio-only stream) still fails with the WebSDK's reason."""
     async with Session.connect(server.ws_url) as publishing, Session.connect(server.ws_url) as playing:
-        await publishing.publish("h264-only", codec="H264", audio=False, width=320, height=240)
-        with pytest.raises(StreamFailed, match="No common codecs"):
-            await playing.play("h264-only", codec="VP8", audio=False)
+        await publishing.publish("radio", video=False)
+        pc = RTCPeerConnection()
+        transceiver = pc.addTransceiver("audio", direction="recvonly")
+        transceiver.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("audio").codecs
+                                         if c.mimeType == "audio/PCMU"])
+        await pc.setLocalDescription(await pc.createOffer())
+        async with WsClient(server.ws_url) as client:
+            await client.connect()
+            msid = str(uuid.uuid4())
+            await client.send("playStream", {"mediaSessionId": msid, "name": "radio", "published": False,
+                                             "hasVideo": False, "hasAudio": True, "status": "PENDING",
+                                             "mediaProvider": "WebRTC", "sdp": pc.localDescription.sdp})
+            failed = await status_of(client, msid, "FAILED")
+            assert failed["info"] == "No common codecs"
+        await pc.close()
         # The publisher is untouched and a compatible viewer still plays.
-        player = await playing.play("h264-only", codec="H264", audio=False)
-        await player.wait_frames(10, timeout=15)
+        player = await playing.play("radio", video=False)
+        await player.wait_frames(10, timeout=15, kind="audio")
 
 
 async def test_ice_that_never_connects_fails_by_ice_timeout(

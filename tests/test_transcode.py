@@ -279,6 +279,34 @@ async def test_rtp_track_depacketizes_and_keyframe_requests_stay_with_the_encode
     hub.close()
 
 
+async def test_publisher_sender_reports_are_moved_onto_the_derived_tracks_timestamps() -> None:
+    """A viewer of transcoded video keeps A/V sync with the forwarded audio only if the derived track's
+    sender reports map the same NTP time to the RTP timestamp of the same picture."""
+    pub = Publisher("VP8")
+    frames = media_gen.packetize("VP8", media_gen.encode_video("VP8", frames=10, keyframe_interval=10))
+    hub = transcoders()
+    loop = asyncio.get_running_loop()
+    transcoder = hub.acquire(pub.stream, Target("video", "H264"), loop.time())
+    rtp = transcoder.rtp_track()
+    sent: list[bytes] = []
+    reports: list[bytes] = []
+    sink = TrackSink(RTP, 0x5EED, 102, 90000, True, lambda p: sent.append(p) is None,
+                     lambda p: reports.append(p) is None)
+    rtp.attach(sink, loop.time())
+    await pub.feed(pub.video, frames, transcoder)
+    await wait_for(lambda: transcoder.stats.frames_out == 10)
+    fifth = RTP.parse_rtp(frames[4][0]).timestamp  # the publisher's RTP timestamp of input frame 4
+    ntp = 0xE1234567_80000000
+    pub.video.on_sender_report(ntp, fifth, loop.time())
+    (report,) = [p for p in RTP.parse_rtcp(reports[-1]) if p.packet_type == RTP.RTCP_SR]
+    assert report.ntp_timestamp == ntp
+    # The derived packets of the picture made from input frame 4 carry exactly that timestamp.
+    derived = list(dict.fromkeys(RTP.parse_rtp(p).timestamp for p in sent))  # in the order sent
+    assert report.rtp_timestamp == derived[4]
+    hub.close()
+    assert pub.video.report_listeners == []  # stopped: no longer listening
+
+
 async def test_one_transcoder_per_target_stopped_with_its_last_user() -> None:
     pub = Publisher()
     hub = transcoders()

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -123,3 +125,23 @@ def test_hls_js_plays_low_latency_hls(hls_server: ServerProcess, page: Streaming
     # hls.js in low-latency mode asks for the playlist with _HLS_msn/_HLS_part (blocking reload).
     entries = page.b.js("return performance.getEntriesByType('resource').map(function (e) { return e.name; })")
     assert any("_HLS_msn=" in name for name in entries), entries[-10:]
+
+
+def test_the_websdk_hls_js_player_demo_page_plays_our_url(hls_server: ServerProcess, browser: Browser) -> None:
+    """The WebSDK's own HLS demo page (served at /websdk/), unmodified, given our URL."""
+    publisher = subprocess.Popen(
+        [sys.executable, "-m", "streaming.client", "publish", "--server", hls_server.ws_url, "--name", "cam1",
+         "--ice-address", "127.0.0.1", "--codec", "H264", "--width", "320", "--height", "240",
+         "--duration", "90"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"{hls_server.urls['hls']}/cam1/cam1.m3u8"
+        wait_playlist(url)
+        page = "/websdk/examples/demo/streaming/hls-js-player/hls-js-player.html"
+        browser.open(f"{hls_server.rest_url}{page}?src={quote(url, safe='')}&autoplay=true")
+        size = browser.wait_js("var v = document.getElementById('remoteVideo');"
+                               "return v && v.currentTime > 1 && [v.videoWidth, v.videoHeight];",
+                               timeout=45, what="the demo page playing")
+        assert size == [320, 240]
+    finally:
+        publisher.terminate()
+        publisher.wait(20)
