@@ -78,7 +78,7 @@ fi
 
 if [ $want_test = 1 ]; then
     # Real clients for the tests: headless Chromium with its driver, ffmpeg, network namespaces.
-    apt_install chromium chromium-driver ffmpeg iproute2 util-linux openssl ca-certificates vlc-bin vlc-plugin-base
+    apt_install chromium chromium-driver ffmpeg iproute2 util-linux openssl ca-certificates
     command -v npm >/dev/null || apt_install npm
     if websdk_missing; then
         say "installing the official WebSDK from npm"

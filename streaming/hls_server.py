@@ -39,7 +39,6 @@ from media.stream import Stream
 from media.transcode import Target, Transcoder, Transcoders, TranscodingDisabled
 
 from .config import ConfigError
-from .rest_config import default_method_config
 from .streams import validate_name
 
 if TYPE_CHECKING:
@@ -225,24 +224,10 @@ class HlsService:
         cached = self._auth.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        app = self.server.apps.get(self.app_key)
-        if app is None:
-            log.warning("HLS request for %r refused: application %r (hls.app_key) does not exist",
-                        name, self.app_key)
-            return False
-        session_id = f"HLS-{request.remote or 'unknown'}-{name}"
-        body: dict[str, Any] = {
-            "nodeId": self.server.config.node_id, "appKey": app.app_key, "sessionId": session_id,
-            "mediaSessionId": f"{session_id}-{uuid.uuid4().hex[:8]}", "name": name, "published": False,
-            "hasVideo": True, "hasAudio": True, "status": "NEW", "record": False, "width": 0, "height": 0,
-            "bitrate": 0, "minBitrate": 0, "maxBitrate": 0, "quality": 0, "mediaProvider": "HLS",
-            "token": token,
-        }
-        result = await self.server.hooks.call(app, "playHLS", body, default_method_config("playHLS"))
-        self._auth[key] = (now + self.auth_cache_seconds, result.allowed)
-        if not result.allowed:
-            log.info("HLS of %r refused by the backend: %s", name, result.reason)
-        return result.allowed
+        peer = request.remote or "unknown"
+        allowed = await self.server.authorize_viewer(self.app_key, "playHLS", "HLS", peer, name, token)
+        self._auth[key] = (now + self.auth_cache_seconds, allowed)
+        return allowed
 
     # -- HTTP --------------------------------------------------------------------------------------
 

@@ -23,7 +23,6 @@ import secrets
 import socket
 import struct
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,7 +49,6 @@ from media.rtsp_protocol import (
 )
 from media.stream import PublishedTrack, SinkStats, Stream, TrackSink
 
-from .rest_config import default_method_config
 from .streams import validate_name
 
 if TYPE_CHECKING:
@@ -243,23 +241,7 @@ class RtspService:
     # -- authorization -----------------------------------------------------------------------------
 
     async def authorized(self, peer: str, name: str, token: str) -> bool:
-        app = self.server.apps.get(self.app_key)
-        if app is None:
-            log.warning("RTSP request for %r refused: application %r (rtsp.app_key) does not exist",
-                        name, self.app_key)
-            return False
-        session_id = f"RTSP-{peer}-{name}"
-        body: dict[str, Any] = {
-            "nodeId": self.server.config.node_id, "appKey": app.app_key, "sessionId": session_id,
-            "mediaSessionId": f"{session_id}-{uuid.uuid4().hex[:8]}", "name": name, "published": False,
-            "hasVideo": True, "hasAudio": True, "status": "NEW", "record": False, "width": 0, "height": 0,
-            "bitrate": 0, "minBitrate": 0, "maxBitrate": 0, "quality": 0, "mediaProvider": "RTSP",
-            "token": token,
-        }
-        result = await self.server.hooks.call(app, "playRTSP", body, default_method_config("playRTSP"))
-        if not result.allowed:
-            log.info("RTSP of %r refused by the backend: %s", name, result.reason)
-        return result.allowed
+        return await self.server.authorize_viewer(self.app_key, "playRTSP", "RTSP", peer, name, token)
 
     # -- introspection -----------------------------------------------------------------------------
 

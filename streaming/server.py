@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import ssl
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from .apps import ECHO_BACKEND_PATH, AppRegistry
 from .config import Config
 from .hls_server import HlsService
 from .hooks import HookClient
+from .rest_config import default_method_config
 from .rtsp_server import RtspService
 from .session import Session, SessionRegistry
 from .streams import StreamService
@@ -170,6 +172,27 @@ class Server:
         return ws
 
     # -- outputs of published streams --------------------------------------------------------------
+
+    async def authorize_viewer(self, app_key: str, method: str, provider: str, peer: str, name: str,
+                               token: str) -> bool:
+        """Ask the backend whether a viewer without a WebSocket session (HLS, RTSP) may play `name`:
+        the playHLS / playRTSP hook, with a body shaped like a WCS stream's and the request's token."""
+        app = self.apps.get(app_key)
+        if app is None:
+            log.warning("%s request for %r refused: application %r does not exist", provider, name, app_key)
+            return False
+        session_id = f"{provider}-{peer}-{name}"
+        body: dict[str, Any] = {
+            "nodeId": self.config.node_id, "appKey": app.app_key, "sessionId": session_id,
+            "mediaSessionId": f"{session_id}-{uuid.uuid4().hex[:8]}", "name": name, "published": False,
+            "hasVideo": True, "hasAudio": True, "status": "NEW", "record": False, "width": 0, "height": 0,
+            "bitrate": 0, "minBitrate": 0, "maxBitrate": 0, "quality": 0, "mediaProvider": provider,
+            "token": token,
+        }
+        result = await self.hooks.call(app, method, body, default_method_config(method))
+        if not result.allowed:
+            log.info("%s of %r refused by the backend: %s", provider, name, result.reason)
+        return result.allowed
 
     def stream_published(self, stream: Stream) -> None:
         self.hls.stream_published(stream)
