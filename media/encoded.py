@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
+import av
+
 from .frames import FrameTap
 from .stream import PublishedTrack
 
@@ -157,3 +159,46 @@ class TrackFrames(FrameSource):
     def close(self) -> None:
         super().close()
         self._tap.close()
+
+
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+def aac_config(sample_rate: int, channels: int) -> bytes:
+    """AAC-LC AudioSpecificConfig (ISO 14496-3 1.6.2.1), for frames that come without one. Raises
+    ValueError for a sample rate AAC has no index for."""
+    if sample_rate not in _AAC_RATES:
+        raise ValueError(f"AAC has no sampling frequency index for {sample_rate} Hz")
+    return ((2 << 11) | (_AAC_RATES.index(sample_rate) << 7) | (channels << 3)).to_bytes(2, "big")
+
+
+def h264_parameter_sets(access_unit: bytes) -> bytes:
+    """The SPS and PPS NAL units (Annex B) ahead of the first slice of an H.264 access unit."""
+    out = []
+    start = access_unit.find(b"\x00\x00\x01")
+    while start >= 0:
+        header = start + 3
+        if header >= len(access_unit):
+            break
+        nal_type = access_unit[header] & 0x1F
+        if nal_type in (1, 5):
+            break
+        end = access_unit.find(b"\x00\x00\x01", header)
+        nal = access_unit[header : end if end >= 0 else len(access_unit)].rstrip(b"\x00")
+        if nal_type in (7, 8):
+            out.append(b"\x00\x00\x00\x01" + nal)
+        start = end
+    return b"".join(out)
+
+
+def h264_size(keyframe: bytes) -> tuple[int, int]:
+    """Width and height of an H.264 keyframe (decodes it once: SPS cropping is not worth a parser here)."""
+    try:
+        decoder = av.CodecContext.create("h264", "r")
+        decoder.thread_count = 1
+        pictures = decoder.decode(av.Packet(keyframe)) + decoder.decode(None)
+        if pictures:
+            return pictures[0].width, pictures[0].height
+    except (av.FFmpegError, ValueError):
+        log.debug("could not decode a keyframe to learn the picture size", exc_info=True)
+    return 0, 0

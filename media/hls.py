@@ -64,7 +64,7 @@ from typing import Any
 
 import av
 
-from .encoded import EncodedFrame
+from .encoded import EncodedFrame, aac_config, h264_parameter_sets, h264_size
 
 log = logging.getLogger(__name__)
 
@@ -356,47 +356,6 @@ def _template(codec: str) -> Any:
         return _TEMPLATES[codec]
 
 
-_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
-
-
-def audio_specific_config(sample_rate: int, channels: int) -> bytes:
-    """AAC-LC AudioSpecificConfig (ISO 14496-3 1.6.2.1), for frames that come without one."""
-    index = _AAC_RATES.index(sample_rate)
-    return ((2 << 11) | (index << 7) | (channels << 3)).to_bytes(2, "big")
-
-
-def parameter_sets(access_unit: bytes) -> bytes:
-    """The SPS and PPS NAL units (Annex B) ahead of the first slice of an H.264 access unit."""
-    out = []
-    start = access_unit.find(b"\x00\x00\x01")
-    while start >= 0:
-        header = start + 3
-        if header >= len(access_unit):
-            break
-        nal_type = access_unit[header] & 0x1F
-        if nal_type in (1, 5):
-            break
-        end = access_unit.find(b"\x00\x00\x01", header)
-        nal = access_unit[header : end if end >= 0 else len(access_unit)].rstrip(b"\x00")
-        if nal_type in (7, 8):
-            out.append(b"\x00\x00\x00\x01" + nal)
-        start = end
-    return b"".join(out)
-
-
-def _decoded_size(access_unit: bytes) -> tuple[int, int]:
-    """Width and height of an H.264 keyframe, when the frame does not say (decodes it once)."""
-    try:
-        decoder = av.CodecContext.create("h264", "r")
-        decoder.thread_count = 1
-        pictures = decoder.decode(av.Packet(access_unit)) + decoder.decode(None)
-        if pictures:
-            return pictures[0].width, pictures[0].height
-    except (av.FFmpegError, ValueError):
-        log.debug("could not decode a keyframe to learn the picture size", exc_info=True)
-    return 0, 0
-
-
 @dataclass(slots=True)
 class _Tracks:
     """What the muxers need to know of each track, from its first frames."""
@@ -419,16 +378,16 @@ class _Tracks:
             elif frame.kind == "audio" and "audio" in tracks and out.audio is None:
                 out.audio = frame
         if out.video is not None:
-            out.sps_pps = parameter_sets(out.video.data)
+            out.sps_pps = h264_parameter_sets(out.video.data)
             out.width, out.height = out.video.width, out.video.height
             if not out.width or not out.height:
-                out.width, out.height = _decoded_size(out.video.data)
+                out.width, out.height = h264_size(out.video.data)
         if out.audio is not None:
             out.sample_rate = out.audio.clock_rate
             asc = out.audio.extradata or b""
             channels = out.audio.channels or ((asc[1] >> 3) & 0x0F if len(asc) >= 2 else 0) or 2
             out.channels = channels
-            out.asc = asc or audio_specific_config(out.sample_rate, channels)
+            out.asc = asc or aac_config(out.sample_rate, channels)
         return out
 
     def add_streams(self, container: Any) -> dict[str, Any]:

@@ -48,12 +48,10 @@ _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # --- events ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class Request:
-    method: str
-    uri: str
+class _Message:
+    """What requests and responses share: headers looked up without regard to case."""
+
     headers: list[tuple[str, str]]
-    body: bytes = b""
 
     def header(self, name: str) -> str | None:
         """The first header of that name (case-insensitive), else None."""
@@ -75,6 +73,22 @@ class Request:
 
 
 @dataclass
+class Request(_Message):
+    method: str
+    uri: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+
+@dataclass
+class Response(_Message):
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+
+@dataclass
 class InterleavedFrame:
     channel: int
     data: bytes
@@ -87,7 +101,7 @@ class ParseError:
     cseq: str | None = None
 
 
-Event = Request | InterleavedFrame | ParseError
+Event = Request | Response | InterleavedFrame | ParseError
 
 
 # --- the parser --------------------------------------------------------------------------------------
@@ -104,7 +118,7 @@ class RequestParser:
         self.max_header_bytes = max_header_bytes
         self.max_body = max_body
         self._buf = bytearray()
-        self._request: Request | None = None  # head parsed, body pending
+        self._request: Request | Response | None = None  # head parsed, body pending
         self._body_length = 0
         self.broken = False
 
@@ -186,7 +200,25 @@ class RequestParser:
                 return ParseError(400, "malformed header line")
             headers.append((raw_name.decode("ascii"), raw_value.strip().decode("latin-1")))
         cseq = Request("", "", headers).cseq
-        parts = request_line.split(b" ")
+        message = self._start_line(request_line, headers, cseq)
+        if isinstance(message, ParseError):
+            return message
+        length_text = message.header("Content-Length")
+        if length_text is not None:
+            length_text = length_text.strip()
+            if not length_text.isdigit():
+                return ParseError(400, "Content-Length is not a number", cseq)
+            if len(length_text) > 12 or int(length_text) > self.max_body:
+                return ParseError(413, f"body larger than {self.max_body} bytes", cseq)
+            self._body_length = int(length_text)
+            if self._body_length:
+                self._request = message
+                return None
+        return message
+
+    def _start_line(self, line: bytes, headers: list[tuple[str, str]],
+                    cseq: str | None) -> Request | Response | ParseError:
+        parts = line.split(b" ")
         if len(parts) != 3 or not _TOKEN.match(parts[0]) or not parts[1]:
             return ParseError(400, "malformed request line", cseq)
         method, uri, version = (p.decode("latin-1") for p in parts)
@@ -196,19 +228,20 @@ class RequestParser:
             return ParseError(505, f"{version} is not supported: RTSP/1.0", cseq)
         if any(ord(c) < 0x21 or ord(c) == 0x7F for c in uri):
             return ParseError(400, "control characters in the request URI", cseq)
-        request = Request(method, uri, headers)
-        length_text = request.header("Content-Length")
-        if length_text is not None:
-            length_text = length_text.strip()
-            if not length_text.isdigit():
-                return ParseError(400, "Content-Length is not a number", cseq)
-            if len(length_text) > 12 or int(length_text) > self.max_body:
-                return ParseError(413, f"body larger than {self.max_body} bytes", cseq)
-            self._body_length = int(length_text)
-            if self._body_length:
-                self._request = request
-                return None
-        return request
+        return Request(method, uri, headers)
+
+
+class ResponseParser(RequestParser):
+    """The same framing for the client side: responses (`RTSP/1.0 200 OK`) and interleaved frames, with
+    the same limits; a broken status line is a ParseError (status 400) after which nothing more is read."""
+
+    def _start_line(self, line: bytes, headers: list[tuple[str, str]],
+                    cseq: str | None) -> Request | Response | ParseError:
+        version, _, rest = line.partition(b" ")
+        code, _, reason = rest.partition(b" ")
+        if version != b"RTSP/1.0" or len(code) != 3 or not code.isdigit():
+            return ParseError(400, "malformed status line", cseq)
+        return Response(int(code), reason.decode("latin-1").strip(), headers)
 
 
 def _find_head_end(buf: bytearray, start: int) -> tuple[int, int] | None:
@@ -224,11 +257,16 @@ def _find_head_end(buf: bytearray, start: int) -> tuple[int, int] | None:
 
 def response(status: int, cseq: str | None, headers: list[tuple[str, str]] | None = None,
              body: bytes = b"", server: str = "streaming") -> bytes:
-    lines = [f"RTSP/1.0 {status} {REASONS.get(status, 'Error')}"]
-    if cseq is not None:
-        lines.append(f"CSeq: {cseq}")
-    lines.append(f"Server: {server}")
-    for key, value in headers or []:
+    first = [("CSeq", cseq)] if cseq is not None else []
+    return message(f"RTSP/1.0 {status} {REASONS.get(status, 'Error')}", [*first, ("Server", server), *(headers or [])],
+                   body)
+
+
+def message(start_line: str, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
+    """A request or response on the wire: start line, headers (a value with a line break is a
+    ValueError: no header injection), Content-Length when there is a body, the body."""
+    lines = [start_line]
+    for key, value in headers:
         if "\r" in value or "\n" in value:
             raise ValueError(f"header {key} holds a line break")
         lines.append(f"{key}: {value}")
@@ -308,7 +346,7 @@ def parse_transport(header: str) -> Transport:
             why = "only mode=play is served"
             continue
         if protocol in ("RTP/AVP", "RTP/AVP/UDP"):
-            ports = _port_pair(values.get("client_port", ""), need_even=False, low=1)
+            ports = port_pair(values.get("client_port", ""), need_even=False, low=1)
             if ports is None:
                 why = "UDP needs client_port=RTP-RTCP"
                 continue
@@ -316,7 +354,7 @@ def parse_transport(header: str) -> Transport:
         if protocol == "RTP/AVP/TCP":
             channels = None
             if "interleaved" in values:
-                channels = _port_pair(values["interleaved"], need_even=False, low=0, high=255)
+                channels = port_pair(values["interleaved"], need_even=False, low=0, high=255)
                 if channels is None:
                     why = "interleaved must be two channels 0..255"
                     continue
@@ -325,7 +363,7 @@ def parse_transport(header: str) -> Transport:
     raise UnsupportedTransport(why)
 
 
-def _port_pair(text: str, need_even: bool, low: int, high: int = 65535) -> tuple[int, int] | None:
+def port_pair(text: str, need_even: bool, low: int, high: int = 65535) -> tuple[int, int] | None:
     first, sep, second = text.partition("-")
     if not first.isdigit() or len(first) > 5 or (sep and (not second.isdigit() or len(second) > 5)):
         return None

@@ -32,6 +32,25 @@ class MediaCore:
         return asyncio.get_running_loop().time()
 
 
+def receiver_report(rtp: ModuleType, rtcp_ssrc: int, tracks: list[PublishedTrack],
+                    now: float) -> tuple[bytes, list[int]] | None:
+    """An RTCP receiver report (RFC 3550 6.4.2) on the tracks that received something, and their
+    SSRCs; None when none did."""
+    blocks = []
+    ssrcs = []
+    for track in tracks:
+        if track.ingest.ssrc is None or track.ingest.packets == 0:
+            continue
+        last_sr = track.ingest.last_sr
+        lsr = (last_sr[0] >> 16) & 0xFFFFFFFF if last_sr else 0
+        fields = track.ingest.report_block(now, lsr, last_sr[2] if last_sr else None)
+        blocks.append(rtp.RtcpReportBlock(*fields))
+        ssrcs.append(track.ingest.ssrc)
+    if not blocks:
+        return None
+    return rtp.build_rr(rtcp_ssrc, blocks), ssrcs
+
+
 class WebRtcPublisher:
     def __init__(self, core: MediaCore, stream: Stream):
         self.core = core
@@ -110,21 +129,11 @@ class WebRtcPublisher:
             await asyncio.sleep(REPORT_INTERVAL)
             if not self.peer.connected:
                 continue
-            now = self.core.now()
-            blocks = []
-            ssrcs = []
-            for track in self.stream.tracks:
-                if track.ingest.ssrc is None or track.ingest.packets == 0:
-                    continue
-                last_sr = track.ingest.last_sr
-                lsr = (last_sr[0] >> 16) & 0xFFFFFFFF if last_sr else 0
-                fields = track.ingest.report_block(now, lsr, last_sr[2] if last_sr else None)
-                blocks.append(rtp.RtcpReportBlock(*fields))
-                ssrcs.append(track.ingest.ssrc)
-            if not blocks:
+            report = receiver_report(rtp, self.rtcp_ssrc, self.stream.tracks, self.core.now())
+            if report is None:
                 continue
-            self.peer.send_rtcp(rtp.build_rr(self.rtcp_ssrc, blocks)
-                                + rtp.build_remb(self.rtcp_ssrc, self.core.max_bitrate, ssrcs))
+            rr, ssrcs = report
+            self.peer.send_rtcp(rr + rtp.build_remb(self.rtcp_ssrc, self.core.max_bitrate, ssrcs))
 
     async def close(self) -> None:
         if self._reports is not None:

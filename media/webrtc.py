@@ -29,6 +29,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcpeerconnection import is_codec_compatible
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import SessionDescription
+from pylibsrtp._binding import ffi
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 FORWARDABLE = {"video/VP8", "video/H264", "audio/opus"}
 # A datagram transport holding more than this is a viewer that cannot keep up: drop, do not queue.
 MAX_SEND_BUFFER = 256 * 1024
+SRTP_BUFFER = 2048  # bytes: the largest RTP packet sent is this less 144
 
 
 class SdpError(ValueError):
@@ -53,6 +55,15 @@ class NegotiatedTrack:
     mid: str | None
     codec: RTCRtpCodecParameters  # with the payload type of this peer
     ssrc: int | None = None  # the remote SSRC (publisher) or ours (viewer)
+
+
+def _roomy(session: pylibsrtp.Session) -> None:
+    """pylibsrtp protects into a 1500-byte buffer less room for the largest trailer it might add (144
+    bytes): RTP packets over 1356 bytes are refused. Cameras send 1400-1460 (pulled RTSP streams), so
+    the session gets a larger buffer; the trailer of our policy is 10 bytes."""
+    if len(session._cdata) < SRTP_BUFFER:
+        session._cdata = ffi.new("char[]", SRTP_BUFFER)
+        session._buffer = ffi.buffer(session._cdata)
 
 
 @dataclass
@@ -279,6 +290,7 @@ class Peer:
         pair = dtls.transport._connection._nominated.get(1)
         if pair is None or pair.protocol.transport is None:
             return None
+        _roomy(dtls._tx_srtp)
         self._route = (pair.protocol.transport, pair.remote_addr, dtls._tx_srtp)
         return self._route
 
@@ -293,7 +305,7 @@ class Peer:
             return False
         try:
             protected = srtp.protect_rtcp(data) if rtcp else srtp.protect(data)
-        except pylibsrtp.Error as exc:
+        except (pylibsrtp.Error, ValueError) as exc:  # ValueError: larger than SRTP_BUFFER allows
             log.debug("%s: SRTP protect failed: %s", self.name, exc)
             self.stats.dropped += 1
             return False

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .records import DEFAULT_TEMPLATE, TEMPLATE_FIELDS, NameTemplate
+
 
 class ConfigError(ValueError):
     pass
@@ -163,6 +165,18 @@ def _bool(value: Any) -> bool:
     raise ValueError("must be true or false")
 
 
+def _non_negative_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number") from None
+    if not number >= 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str  # dotted: section.key
@@ -230,12 +244,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rtsp.auth", "none", lambda v: _choice(v, ("NONE", "BASIC", "DIGEST")).lower(),
             "RTSP authentication of viewers: none, basic or digest (users from rtsp.users)"),
     Setting("rtsp.users", {}, _users, "RTSP users as user:password, separated by commas (or a TOML list)"),
+    Setting("rtsp.pull_transport", "tcp", lambda v: _choice(v, ("TCP", "UDP")).lower(),
+            "how pulled cameras send media: tcp (interleaved on the RTSP connection) or udp"),
+    Setting("rtsp.pull_keep", False, _bool,
+            "keep pulling a camera after its last viewer left (REST startup pulls are always kept)"),
+    Setting("rtsp.pull_timeout", 10.0, _positive_float,
+            "seconds without media from a pulled camera before it counts as dropped and is reconnected"),
+    Setting("rtsp.pull_connect_timeout", 10.0, _positive_float,
+            "seconds to connect to a camera and get it playing before the pull fails"),
+    Setting("rtsp.pull_retry_max", 30.0, _positive_float,
+            "longest wait between reconnects to a dropped camera (the wait doubles from 1 s)"),
+    Setting("rtsp.pull_max", 100, _positive_int, "cameras pulled at once"),
     Setting("transcoding.enabled", True, _bool,
             "transcode for viewers that need another codec or size; off: they fail with "
             "'Transcoding required, but disabled'"),
     Setting("transcoding.preset", "veryfast", lambda v: _choice(v, (
         "ULTRAFAST", "SUPERFAST", "VERYFAST", "FASTER", "FAST", "MEDIUM")).lower(), "libx264 preset"),
     Setting("transcoding.keyframe_interval", 2.0, _positive_float, "seconds between keyframes of encoded video"),
+    Setting("record.dir", None, _optional_path, "folder for records (default: DATA_DIR/records)"),
+    Setting("record.template", DEFAULT_TEMPLATE, lambda v: NameTemplate.parse(_text(v)).text,
+            "record file name, without extension; fields: " + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)),
+    Setting("record.fragment_duration", 1.0, _positive_float,
+            "seconds of media per file fragment: a crash loses at most the fragment in progress"),
+    Setting("record.keyframe_interval", 4.0, _non_negative_float,
+            "seconds between keyframes asked of a recorded publisher, so the file can be seeked (0: never)"),
     Setting("ice.address", [], _address_list,
             "address to gather ICE candidates on; repeatable (default: every non-loopback address)",
             repeatable=True),
@@ -250,6 +282,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hooks.connect_on_error", "FAIL", lambda v: _choice(v, ("FAIL", "LOG")),
             "connect when the backend cannot be asked: FAIL refuses the session, LOG lets it in"),
     Setting("hooks.max_connections", 100, _positive_int, "concurrent HTTP connections to backends"),
+    Setting("hooks.keepalive_interval", 60.0, _positive_float,
+            "seconds between StreamKeepAliveEvent hooks of each publishing and playing stream"),
+    Setting("data.max_payload_bytes", 65536, _positive_int,
+            "largest data payload as JSON: sendData, stream data events, /rest-api/data/send"),
+    Setting("server.reports_dir", None, _optional_path, "folder for bug reports (default: DATA_DIR/reports)"),
     Setting("web.websdk_dir", None, _optional_path,
             "folder of the @flashphoner/websdk package served at /websdk/ (default: ./node_modules/...)"),
 )
@@ -359,6 +396,9 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
     for name in ("ws.cert", "ws.key"):
         if values[name] is not None and not Path(values[name]).is_file():
             raise ConfigError(f"{name} file {values[name]} does not exist")
+    if values["rtsp.auth"] != "none" and not values["rtsp.users"]:
+        raise ConfigError(f"rtsp.auth is {values['rtsp.auth']} but rtsp.users is empty: no one could play "
+                          "over RTSP; give users as user:password, or set rtsp.auth to none")
     return Config(values=values, config_file=path)
 
 

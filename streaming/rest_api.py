@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .apps import ECHO_BACKEND_PATH
+from .rtsp_pull import STREAM_NOT_FOUND, TERMINATED, WRONG_FORMAT, PullFailed
+from .streams import validate_name
 
 if TYPE_CHECKING:
     from .server import Server
@@ -27,6 +29,11 @@ MAX_BODY = 1_048_576
 
 def _error(status: int, info: str) -> web.Response:
     return web.json_response({"status": status, "info": info}, status=status)
+
+
+def _listing(found: list[Any], none: str) -> web.Response:
+    """What a find answers: the matches, or 404 with `none` when there are none."""
+    return web.json_response(found) if found else _error(404, none)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -62,9 +69,7 @@ def build_app(server: Server) -> web.Application:
     async def connection_find_all(request: web.Request) -> web.Response:
         await _json_body(request)
         found = [s.describe() for s in server.sessions.all()]
-        if not found:
-            return _error(404, "No connections")
-        return web.json_response(found)
+        return _listing(found, "No connections")
 
     @routes.post("/rest-api/connection/find")
     async def connection_find(request: web.Request) -> web.Response:
@@ -74,9 +79,7 @@ def build_app(server: Server) -> web.Application:
             described = session.describe()
             if all(described.get(k) == v for k, v in body.items()):
                 found.append(described)
-        if not found:
-            return _error(404, "Connection not found")
-        return web.json_response(found)
+        return _listing(found, "Connection not found")
 
     @routes.post("/rest-api/connection/terminate")
     async def connection_terminate(request: web.Request) -> web.Response:
@@ -96,17 +99,62 @@ def build_app(server: Server) -> web.Application:
     async def stream_find_all(request: web.Request) -> web.Response:
         await _json_body(request)
         found = server.streams.describe()
-        if not found:
-            return _error(404, "No streams")
-        return web.json_response(found)
+        return _listing(found, "No streams")
 
     @routes.post("/rest-api/stream/find")
     async def stream_find(request: web.Request) -> web.Response:
         body = await _json_body(request)
         found = [s for s in server.streams.describe() if all(s.get(k) == v for k, v in body.items())]
-        if not found:
-            return _error(404, "Stream not found")
-        return web.json_response(found)
+        return _listing(found, "Stream not found")
+
+    # -- RTSP pulls (the WebSDK's rest module: rtsp.pull/find/findAll/terminate) ----------------
+
+    @routes.post("/rest-api/rtsp/startup")
+    async def rtsp_startup(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        uri, local_name, transport = body.get("uri"), body.get("localStreamName"), body.get("transport")
+        if not isinstance(uri, str) or not uri:
+            return _error(400, "Field 'uri' (string) is required")
+        if local_name is not None and (not isinstance(local_name, str) or validate_name(local_name)):
+            return _error(400, "Field 'localStreamName' must be a valid stream name")
+        if transport is not None and transport not in ("tcp", "udp"):
+            return _error(400, "Field 'transport' must be 'tcp' or 'udp'")
+        existing = server.pulls.find(uri)
+        if existing is not None and local_name is not None and existing.local_name != local_name:
+            return _error(409, "This URI is pulled already under another localStreamName")
+        try:
+            pull = await server.pulls.acquire(uri, keep=True, local_name=local_name,
+                                              tcp=None if transport is None else transport == "tcp")
+        except PullFailed as exc:
+            status = 400 if exc.info == WRONG_FORMAT else 404 if exc.info == STREAM_NOT_FOUND else 502
+            return web.json_response({"status": status, "info": exc.info, "reason": exc.detail}, status=status)
+        return web.json_response(pull.describe())
+
+    @routes.post("/rest-api/rtsp/find_all")
+    async def rtsp_find_all(request: web.Request) -> web.Response:
+        await _json_body(request)
+        found = server.pulls.describe()
+        return _listing(found, "No RTSP pulls")
+
+    @routes.post("/rest-api/rtsp/find")
+    async def rtsp_find(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        uri, status = body.get("uri"), body.get("status")
+        pulls = [server.pulls.find(uri)] if isinstance(uri, str) else server.pulls.all()
+        found = [p.describe() for p in pulls if p is not None and status in (None, "", p.status)]
+        return _listing(found, "RTSP pull not found")
+
+    @routes.post("/rest-api/rtsp/terminate")
+    async def rtsp_terminate(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        uri = body.get("uri")
+        if not isinstance(uri, str):
+            return _error(400, "Field 'uri' (string) is required")
+        pull = server.pulls.find(uri)
+        if pull is None:
+            return _error(404, "RTSP pull not found")
+        await server.pulls.stop(pull, "STOPPED", TERMINATED)
+        return web.Response(status=200)
 
     # -- transcoders and HLS ---------------------------------------------------------------------
 
@@ -114,17 +162,30 @@ def build_app(server: Server) -> web.Application:
     async def transcoder_find_all(request: web.Request) -> web.Response:
         await _json_body(request)
         found = server.transcoders.describe()
-        if not found:
-            return _error(404, "No transcoders")
-        return web.json_response(found)
+        return _listing(found, "No transcoders")
 
     @routes.post("/rest-api/hls/find_all")
     async def hls_find_all(request: web.Request) -> web.Response:
         await _json_body(request)
         found = server.hls.describe()
-        if not found:
-            return _error(404, "No HLS outputs")
-        return web.json_response(found)
+        return _listing(found, "No HLS outputs")
+
+    # -- stream events, data, snapshots (streaming/events.py, streaming/snapshots.py) ------------
+
+    @routes.post("/rest-api/stream/event/send")
+    async def stream_event_send(request: web.Request) -> web.Response:
+        status, answer = server.events.rest_send_event(await _json_body(request))
+        return web.json_response(answer, status=status)
+
+    @routes.post("/rest-api/data/send")
+    async def data_send(request: web.Request) -> web.Response:
+        status, answer = await server.events.rest_send_data(await _json_body(request))
+        return web.json_response(answer, status=status)
+
+    @routes.post("/rest-api/stream/snapshot")
+    async def stream_snapshot(request: web.Request) -> web.Response:
+        status, answer = await server.snapshots.rest_snapshot(await _json_body(request))
+        return web.json_response(answer, status=status)
 
     # -- server status ------------------------------------------------------------------------
 
@@ -143,6 +204,7 @@ def build_app(server: Server) -> web.Application:
         return web.Response(status=204)
 
     app.add_routes(routes)
+    server.recording.add_routes(app)  # /rest-api/recorder/..., /rest-api/record/..., /client/records/
     websdk = server.websdk_dir()
     if websdk is not None:
         app.router.add_static("/websdk/", websdk, follow_symlinks=False, show_index=False)

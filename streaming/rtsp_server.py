@@ -99,6 +99,21 @@ class MediaClient:
             sink.waiting_keyframe = sink.video  # a PLAY after PAUSE starts at a keyframe again
         self.attached = False
 
+    def on_rtcp(self, data: bytes, rtp: Any, now: float) -> None:
+        """A player's RTCP: NACKs are answered from the track's cache, PLI and FIR become keyframe
+        requests to the publisher (rate-limited there), as for WebRTC viewers."""
+        try:
+            packets = rtp.parse_rtcp(data)
+        except ValueError:
+            return
+        for packet in packets:
+            kind = type(packet).__name__
+            for track, sink, _transport in self.sinks.values():
+                if kind == "RtcpNack" and packet.media_ssrc == sink.ssrc:
+                    track.nack(sink, packet.lost)
+                elif kind in ("RtcpPli", "RtcpFir") and sink.video:
+                    track.request_keyframe(now)
+
     def totals(self) -> SinkStats:
         total = SinkStats()
         for _track, sink, _transport in self.sinks.values():
@@ -214,7 +229,9 @@ class RtspService:
         """Receiver reports (and NAT keep-alives) from UDP clients prove they are still there."""
         found = self._udp_clients.get((addr[0], addr[1]))
         if found is not None:
-            found[1].state.last_activity = self.server.media.now()
+            now = found[1].state.last_activity = self.server.media.now()
+            if len(data) >= 8 and 192 <= data[1] <= 223:  # RTCP (RFC 5761 4), not a NAT keep-alive
+                found[1].on_rtcp(data, self.server.media.rtp, now)
 
     def udp_sender(self, addr: tuple[str, int], rtcp: bool) -> Callable[[bytes], bool]:
         endpoint = self._rtcp if rtcp else self._rtp
@@ -298,9 +315,13 @@ class RtspConnection(asyncio.Protocol):
         for session in self.machine.sessions.values():
             session.last_activity = now  # any data on the connection: the client is alive
         for event in self.parser.feed(data):
-            if isinstance(event, InterleavedFrame):
-                continue  # the client's RTCP on an odd channel: liveness, counted above
-            self._queue.put_nowait(event)
+            if isinstance(event, InterleavedFrame):  # the client's RTCP: liveness, counted above
+                for client in self.clients.values():
+                    if any(t.interleaved and t.interleaved[1] == event.channel for _t, _s, t in client.sinks.values()):
+                        client.on_rtcp(event.data, self.service.server.media.rtp, now)
+                continue
+            if isinstance(event, Request | ParseError):  # a RequestParser makes no Response
+                self._queue.put_nowait(event)
         if self._queue.qsize() >= MAX_QUEUED_REQUESTS and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()

@@ -21,12 +21,18 @@ from media.transcode import Transcoders
 
 from . import rest_api
 from .apps import ECHO_BACKEND_PATH, AppRegistry
+from .bug_reports import BugReports
 from .config import Config
+from .events import StreamEvents
 from .hls_server import HlsService
 from .hooks import HookClient
+from .keepalive import StreamKeepAlive
+from .recording import RecordingService
 from .rest_config import default_method_config
+from .rtsp_pull import PullService
 from .rtsp_server import RtspService
 from .session import Session, SessionRegistry
+from .snapshots import SnapshotService
 from .streams import StreamService
 from .ws import ClientConnection, Handler
 
@@ -55,8 +61,16 @@ class Server:
                                        enabled=config["transcoding.enabled"], preset=config["transcoding.preset"],
                                        keyframe_interval=config["transcoding.keyframe_interval"])
         self.hls = HlsService(self, self.transcoders)
+        self.recording = RecordingService(self)
         self.rtsp = RtspService(self)
+        self.pulls = PullService(self)
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())
+        self.events = StreamEvents(self, max_payload=config["data.max_payload_bytes"])
+        self.keepalive = StreamKeepAlive(self, interval=config["hooks.keepalive_interval"])
+        self.bug_reports = BugReports(self, config["server.reports_dir"] or config.data_dir / "reports")
+        self.snapshots = SnapshotService(self)
+        for service in (self.events, self.bug_reports, self.snapshots):
+            self.handlers.update(service.handlers())
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
@@ -67,6 +81,7 @@ class Server:
         ice.use_host_addresses(self.config["ice.address"])
         await self.hooks.start()
         self.streams.start()
+        self.keepalive.start()
         bind = self.config["server.bind"]
         ws_app = web.Application()
         ws_app.router.add_get("/{tail:.*}", self._websocket)
@@ -81,6 +96,7 @@ class Server:
         self.urls["rest"] = f"http://{_host_for_url(bind)}:{rest_port}"
         self._ensure_default_app(self.urls["rest"])
         self.hls.start()
+        self.recording.start()
         hls_port = await self._listen(self.hls.build_app(), bind, self.config["hls.port"])
         self.urls["hls"] = f"http://{_host_for_url(bind)}:{hls_port}"
         try:
@@ -108,10 +124,14 @@ class Server:
 
     async def stop(self) -> None:
         await self.streams.shutdown()
+        await self.keepalive.shutdown()
+        await self.snapshots.shutdown()
+        await self.pulls.shutdown()
         await self.hls.shutdown()
         await self.rtsp.shutdown()
         for session in self.sessions.all():
             await self.sessions.close(session, "Server shutdown")
+        await self.recording.shutdown()
         for runner in reversed(self._runners):
             await runner.cleanup()
         await self.hooks.close()
@@ -148,7 +168,13 @@ class Server:
             "streams": len(self.streams.registry),
             "transcoders": {"active": self.transcoders.active(), "created": self.transcoders.created()},
             "hls": {"outputs": len(self.hls.feeds), "requests": self.hls.requests},
+            "recordings": self.recording.snapshot(),
             "rtsp": self.rtsp.snapshot(),
+            "rtspPulls": len(self.pulls),
+            "snapshots": self.snapshots.describe(),
+            "streamEvents": {"sent": self.events.sent, "keepAlives": self.keepalive.sent,
+                             "terminatedByKeepAlive": self.keepalive.terminated,
+                             "bugReports": self.bug_reports.saved},
             "hooks": {
                 "calls": self.hooks.stats.calls,
                 "refused": self.hooks.stats.refused,
@@ -196,9 +222,11 @@ class Server:
 
     def stream_published(self, stream: Stream) -> None:
         self.hls.stream_published(stream)
+        self.recording.stream_published(stream)
 
     def stream_unpublished(self, stream: Stream) -> None:
         self.hls.stream_unpublished(stream)
+        self.recording.stream_unpublished(stream)
         self.transcoders.close_stream(stream)
 
     async def on_session_closed(self, session: Session, reason: str) -> None:

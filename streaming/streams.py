@@ -20,6 +20,7 @@ from media.webrtc import NoCommonCodecs, SdpError, accepts, offered_codecs
 
 from . import protocol
 from .protocol import ProtocolError
+from .rtsp_pull import PullFailed, RtspPull, is_rtsp_url, masked
 from .session import Session
 
 if TYPE_CHECKING:
@@ -62,6 +63,12 @@ class MediaSession:
     viewers: set[MediaSession] = field(default_factory=set)
     connect_timer: asyncio.TimerHandle | None = None
     transcoders: list[Transcoder] = field(default_factory=list)
+    pull: RtspPull | None = None  # the camera this viewer plays (name is an rtsp:// URL)
+    # Set by the publisher's stream events (streaming/events.py); a viewer holds its publisher's.
+    audio_state: dict[str, Any] = field(default_factory=lambda: {"muted": False})
+    video_state: dict[str, Any] = field(default_factory=lambda: {"muted": False})
+    record: bool = False  # being recorded (streaming/recording.py)
+    record_name: str | None = None  # its file in the records folder, once there is one
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -78,10 +85,12 @@ class MediaSession:
             "hasVideo": self.has_video,
             "hasAudio": self.has_audio,
             "status": self.status,
-            "record": False,
-            "audioState": {"muted": False},
-            "videoState": {"muted": False},
+            "record": self.record,
+            "audioState": dict(self.audio_state),
+            "videoState": dict(self.video_state),
         }
+        if self.record_name is not None:
+            obj["recordName"] = self.record_name
         if self.info:
             obj["info"] = self.info
         if self.custom is not None:
@@ -172,6 +181,8 @@ class StreamService:
             return
         if ms.ended:  # stopped while we were answering
             return
+        if obj.get("record") is True:
+            self.server.recording.prepare(ms)  # recordName from the first status on
         self._publishers[ms.name] = ms
         publisher.peer.on_state = lambda state: self._peer_state(ms, state)
         self._arm_connect_timeout(ms)
@@ -183,13 +194,23 @@ class StreamService:
             return
         if not await self._authorize(ms, "playStream", obj):
             return
-        publisher = self._publishers.get(ms.name)
-        if publisher is None or publisher.ended or publisher.stream is None or not publisher.stream.tracks:
-            await self._fail(ms, NOT_FOUND)
+        if is_rtsp_url(ms.name):
+            stream = await self._pulled(ms)
+        else:
+            publisher = self._publishers.get(ms.name)
+            ok = publisher is not None and not publisher.ended and publisher.stream is not None
+            stream = publisher.stream if ok and publisher is not None else None
+            if stream is None or not stream.tracks:
+                await self._fail(ms, NOT_FOUND)
+                return
+            assert publisher is not None
+            publisher.viewers.add(ms)
+            ms.audio_state, ms.video_state = dict(publisher.audio_state), dict(publisher.video_state)
+        if stream is None or ms.ended:
             return
-        ms.stream = publisher.stream
+        ms.stream = stream
         try:
-            derived = self._derived_tracks(ms, publisher.stream, obj)
+            derived = self._derived_tracks(ms, stream, obj)
         except SdpError as exc:
             await self._fail(ms, f"Bad SDP: {exc}")
             return
@@ -199,9 +220,8 @@ class StreamService:
         except ValueError as exc:
             await self._fail(ms, str(exc))
             return
-        viewer = WebRtcViewer(self.core, publisher.stream, derived)
+        viewer = WebRtcViewer(self.core, stream, derived)
         ms.endpoint = viewer
-        publisher.viewers.add(ms)
         try:
             answer = await viewer.start(obj["sdp"])
         except NoCommonCodecs:
@@ -215,6 +235,22 @@ class StreamService:
         viewer.peer.on_state = lambda state: self._peer_state(ms, state)
         self._arm_connect_timeout(ms)
         await session.send(protocol.frame("setRemoteSDP", ms.id, answer))
+
+    async def _pulled(self, ms: MediaSession) -> Stream | None:
+        """The stream of the camera an rtsp:// name points at, pulled (or joined) for this viewer."""
+        try:
+            ms.pull = await self.server.pulls.acquire(ms.name, ms)
+        except PullFailed as exc:
+            log.info("playStream of %s failed: %s", masked(ms.name), exc.detail)
+            await self._fail(ms, exc.info)
+            return None
+        if ms.ended:  # stopped while the camera was answering
+            self.server.pulls.release(ms.pull, ms)
+            return None
+        if not ms.pull.stream.tracks:
+            await self._fail(ms, NOT_FOUND)
+            return None
+        return ms.pull.stream
 
     async def unpublish(self, session: Session, obj: dict[str, Any]) -> None:
         ms = self._own(session, obj, "unPublishStream")
@@ -247,7 +283,7 @@ class StreamService:
         ms = MediaSession(msid, name, published, session, obj.get("hasAudio") is not False,
                           obj.get("hasVideo") is not False, custom=obj.get("custom"))
         self._media[msid] = ms
-        problem = validate_name(name)
+        problem = None if not published and is_rtsp_url(name) else validate_name(name)
         if problem is not None:
             ms.name = name[:128]
             asyncio.get_running_loop().create_task(self._fail(ms, problem))
@@ -349,6 +385,8 @@ class StreamService:
             publisher = self._publishers.get(ms.name)
             if publisher is not None:
                 publisher.viewers.discard(ms)
+            if ms.pull is not None:
+                self.server.pulls.release(ms.pull, ms)
         if ms.published and ms.stream is not None:
             self.server.stream_unpublished(ms.stream)
         await self._set_status(ms, status, info)
@@ -364,8 +402,29 @@ class StreamService:
         """The stream of that name if its publisher is connected and sending, else None."""
         ms = self._publishers.get(name)
         if ms is None or ms.status != "PUBLISHING" or ms.stream is None or ms.stream.closed:
-            return None
+            return self.server.pulls.stream(name)
         return ms.stream
+
+    # -- for stream events, keep-alive and snapshots (streaming/events.py ...) --------------------
+
+    def media_session(self, msid: str) -> MediaSession | None:
+        return self._media.get(msid)
+
+    def media_sessions(self) -> list[MediaSession]:
+        return list(self._media.values())
+
+    def publisher(self, name: str) -> MediaSession | None:
+        """The client publishing `name` (connected or not yet), else None."""
+        ms = self._publishers.get(name)
+        return None if ms is None or ms.ended else ms
+
+    async def terminate(self, ms: MediaSession, info: str) -> None:
+        await self._fail(ms, info)
+
+    async def end_viewers(self, stream: Stream, info: str) -> None:
+        """A source that is not a client's publisher (a pulled camera) ended: so do its viewers."""
+        for ms in [m for m in self._media.values() if not m.published and m.stream is stream]:
+            await self._end(ms, "STOPPED", info)
 
     # -- introspection -----------------------------------------------------------------------------
 
@@ -375,7 +434,8 @@ class StreamService:
             entry = {**ms.status_object(), "sessionId": ms.session.id, "appKey": ms.session.app.app_key}
             if isinstance(ms.endpoint, WebRtcPublisher) and ms.stream is not None:
                 entry["tracks"] = [{"kind": t.kind, "codec": t.codec.name, "packets": t.ingest.packets,
-                                    "keyframes": t.ingest.keyframes, "viewers": len(t.sinks),
+                                    "keyframes": t.ingest.keyframes, "keyframeRequests": t.keyframe_requests,
+                                    "viewers": len(t.sinks),
                                     "junk": t.junk} for t in ms.stream.tracks]
                 entry["decoders"] = ms.endpoint.peer.decoders
             elif isinstance(ms.endpoint, WebRtcViewer):

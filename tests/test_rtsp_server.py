@@ -1,7 +1,7 @@
 """RTSP output through a real server: a publisher (the aiortc test client) -> rtsp://host:port/{name} ->
-ffprobe, ffmpeg and VLC over TCP and UDP; a raw-socket client for what players do not show (interleaved
-RTP and sender reports, the 4xx rules, hostile input, session timeout); the playRTSP hook and RTSP
-Basic/Digest authentication."""
+ffprobe, ffmpeg and GStreamer's rtspsrc over TCP and UDP; a raw-socket client for what players do not
+show (interleaved RTP and sender reports, the 4xx rules, hostile input, session timeout); the playRTSP
+hook and RTSP Basic/Digest authentication."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ import pytest
 from media import rtp
 from streaming.client import Session
 from tests.support.backend import Backend
-from tests.support.server import ServerProcess
+from tests.support.camera_process import SYSTEM_PYTHON
+from tests.support.server import REPO, ServerProcess
 
 RTSP = ["--rtsp-port", "0", "--hls-port", "0"]
+RTSP_PLAYER = REPO / "tests/support/rtsp_player.py"
 
 
 def health(server: ServerProcess) -> dict[str, Any]:
@@ -187,6 +189,21 @@ async def test_ffmpeg_records_five_seconds_of_decodable_frames(
     assert any(s["codec_type"] == "audio" for s in probed["streams"])
 
 
+@pytest.mark.parametrize("codec", ["H264", "VP8"])
+async def test_gstreamer_rtspsrc_decodes_our_url_over_tcp_and_udp(start_server: Callable[..., ServerProcess],
+                                                                  codec: str) -> None:
+    """A second, independent RTSP client implementation (GStreamer's rtspsrc), decoding frames."""
+    server = start_server(RTSP)
+    async with Session.connect(server.ws_url) as publishing:
+        await publishing.publish("cam1", codec=codec, width=320, height=240)
+        for transport in ("tcp", "udp"):
+            code, out, err = await run(SYSTEM_PYTHON, str(RTSP_PLAYER), rtsp_url(server), "--transport", transport,
+                                       "--frames", "30", "--timeout", "40", timeout=60)
+            assert code == 0, f"{transport}: {err}"
+            played = json.loads(out)
+            assert (played["width"], played["height"]) == (320, 240) and played["audio"], (transport, played)
+
+
 # --- the protocol on the wire ------------------------------------------------------------------------
 
 
@@ -236,6 +253,40 @@ async def test_interleaved_rtp_and_sender_reports_reach_a_raw_client_and_the_rul
         await wait_for(lambda: health(server)["rtsp"]["clients"] == 0, "the client gone after TEARDOWN")
         status, _h, _b = await client.request("PLAY", url, {"Session": session})
         assert status == 454  # torn down
+        client.close()
+
+
+async def test_a_players_nack_is_answered_and_its_pli_asks_the_publisher_for_a_keyframe(
+        start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(RTSP)
+    async with Session.connect(server.ws_url) as publishing:
+        await publishing.publish("cam1", codec="H264", width=320, height=240)
+        client = await RawClient.open(server)
+        _session, transports = await play_interleaved(client, rtsp_url(server))
+        video_ssrc = int(transports[0].split("ssrc=")[1], 16)
+        await client.read_frames(30)
+        seqs = [rtp.parse_rtp(data).sequence_number for ch, data in client.frames if ch == 0]
+        wanted = seqs[len(seqs) // 2]
+        await client.send_raw(b"$\x01" + len(nack := rtp.build_nack(1, video_ssrc, [wanted])).to_bytes(2, "big") + nack)
+
+        def resent() -> bool:
+            return [rtp.parse_rtp(data).sequence_number for ch, data in client.frames if ch == 0].count(wanted) == 2
+
+        async with asyncio.timeout(10):
+            while not resent():
+                await client.read_frames(len(client.frames) + 5)
+
+        def keyframe_requests() -> int:
+            [publisher] = [s for s in json.loads(urllib.request.urlopen(urllib.request.Request(
+                server.rest_url + "/rest-api/stream/find_all", data=b"{}"), timeout=5).read()) if s["published"]]
+            return sum(int(t["keyframeRequests"]) for t in publisher["tracks"] if t["kind"] == "video")
+
+        before = keyframe_requests()
+        pli = rtp.build_pli(1, video_ssrc)
+        for _ in range(3):  # requests to the publisher are rate-limited: one a second gets through
+            await client.send_raw(b"$\x01" + len(pli).to_bytes(2, "big") + pli)
+            await client.read_frames(len(client.frames) + 30)
+        await wait_for(lambda: keyframe_requests() > before, "a keyframe request after the player's PLI")
         client.close()
 
 

@@ -414,14 +414,14 @@ async def test_overload_drops_up_to_a_keyframe_and_recovers() -> None:
 async def test_late_pictures_are_decoded_but_not_encoded() -> None:
     pub = Publisher()
     frames = media_gen.packetize("VP8", media_gen.encode_video("VP8", 640, 480, frames=60, keyframe_interval=60))
-    hub = transcoders(queue_frames=200, late_after=0.05)
+    hub = transcoders(queue_frames=200, late_after=0.005)
     loop = asyncio.get_running_loop()
     source_frames: list[EncodedFrame] = []
     hub.source(pub.stream, "video", loop.time()).subscribe(source_frames.append)
     transcoder = hub.acquire(pub.stream, Target("video", "H264"), loop.time())
     out: list[EncodedFrame] = []
     transcoder.output.subscribe(out.append)
-    for packets in frames[:40]:  # queued at once: the last ones wait far longer than 50 ms
+    for packets in frames[:40]:  # queued at once: the last ones wait far longer than 5 ms
         pub.send(pub.video, packets)
     await pub.feed(pub.video, frames[40:], transcoder)
     await wait_for(lambda: out and out[-1].pts == source_frames[-1].pts)

@@ -1,0 +1,86 @@
+"""Bug reports (`submitBugReport`): the client's report is saved as a JSON file in the reports folder with
+the session's context (its connection details and its streams), after the backend's sendBugReport hook
+(a direct invocation) lets it; the backend then gets BugReportStatusEvent with the file name.
+
+The file name is made here (time, session, a counter), never taken from the client; a session may save
+MAX_PER_SESSION reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .hooks import CONTEXT_FIELDS
+from .protocol import ProtocolError
+from .session import Session
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger(__name__)
+
+MAX_PER_SESSION = 20
+
+
+class BugReports:
+    def __init__(self, server: Server, folder: Path):
+        self.server = server
+        self.folder = folder
+        self.saved = 0
+        self._counter = itertools.count(1)
+        self._per_session: dict[str, int] = {}
+
+    def handlers(self) -> dict[str, Any]:
+        return {"submitBugReport": self.on_submit}
+
+    async def on_submit(self, session: Session, obj: dict[str, Any]) -> None:
+        count = self._per_session.get(session.id, 0)
+        if count >= MAX_PER_SESSION:
+            raise ProtocolError(f"Bug report not saved: a session may submit {MAX_PER_SESSION} reports",
+                                "submitBugReport")
+        body = {**obj, **session.context}
+        result = await self.server.hooks.call(session.app, "sendBugReport", body,
+                                              session.rest_config.for_method("sendBugReport"))
+        if not result.allowed:
+            raise ProtocolError(f"Bug report refused: {result.reason or 'Restricted access'}", "submitBugReport")
+        self._per_session[session.id] = count + 1
+        if count == 0:
+            session.close_callbacks.append(self._forget)
+        now = datetime.datetime.now(datetime.UTC)
+        name = f"bug-report-{now:%Y%m%d-%H%M%S}-{session.id[:8]}-{next(self._counter)}.json"
+        document = {
+            "receivedAt": now.isoformat(timespec="milliseconds"),
+            "report": {k: v for k, v in result.data.items() if k not in CONTEXT_FIELDS},
+            "session": session.describe(),
+            "streams": [ms.status_object() for ms in self.server.streams.media_sessions()
+                        if ms.session is session],
+            "server": {"nodeId": self.server.config.node_id, "mediaCore": self.server.media_core},
+        }
+        try:
+            await asyncio.to_thread(self._write, self.folder / name, document)
+        except OSError as exc:
+            log.error("bug report of session %s not saved: %s", session.id, exc)
+            session.report("BugReportStatusEvent", {"status": "FAILED", "info": f"Not saved: {exc.strerror}"})
+            raise ProtocolError("Bug report could not be saved", "submitBugReport") from None
+        self.saved += 1
+        log.info("bug report of session %s saved as %s", session.id, name)
+        session.report("BugReportStatusEvent", {"status": "SAVED", "filename": name})
+
+    @staticmethod
+    def _write(path: Path, document: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(document, indent=1, ensure_ascii=False, default=str).encode()
+        # Exclusive create: a name is never reused, and nothing else is ever overwritten.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+
+    async def _forget(self, session: Session, reason: str) -> None:
+        self._per_session.pop(session.id, None)
