@@ -362,7 +362,7 @@ class RtspPull:
         self.tcp = tcp
         self.keep = keep
         self.local_name = local_name
-        self.stream = Stream(text)
+        self.stream = Stream(masked(text))  # the name outputs and logs show
         self.viewers: set[Any] = set()
         self.status = "NEW"  # NEW, PLAYING, RECONNECTING, STOPPED, FAILED
         self.info: str | None = None

@@ -361,7 +361,8 @@ class StreamService:
         obj = ms.status_object()
         await ms.session.send(protocol.frame("notifyStreamStatusEvent", obj))
         ms.session.report("StreamStatusEvent", obj)
-        log.info("stream %r %s %s%s", ms.name, "publisher" if ms.published else "viewer", status,
+        shown = masked(ms.name) if is_rtsp_url(ms.name) else ms.name  # no camera password in the log
+        log.info("stream %r %s %s%s", shown, "publisher" if ms.published else "viewer", status,
                  f" ({info})" if info else "")
 
     async def _fail(self, ms: MediaSession, info: str) -> None:
