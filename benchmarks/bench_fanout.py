@@ -56,6 +56,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.fanout import procstat, sniffer, worker  # noqa: E402
+from benchmarks.fanout.children import BenchError, Child, call_all  # noqa: E402
 from benchmarks.fanout.source import FPS, MediaFiles, ensure_media  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
@@ -70,65 +71,6 @@ IMPLEMENTATIONS = {
     "twin": "SFU, Python twin",
     "relay": "aiortc MediaRelay",
 }
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-# -- child processes -------------------------------------------------------------------------------
-
-
-class Child:
-    """A process driven over a pipe: send a command, wait (bounded) for its answer."""
-
-    def __init__(self, ctx: Any, name: str, target: Any, *args: Any):
-        self.name = name
-        self.conn, theirs = ctx.Pipe()
-        self.proc = ctx.Process(target=target, args=(theirs, *args), name=name, daemon=True)
-        self.proc.start()
-        theirs.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc.pid is not None
-        return self.proc.pid
-
-    def send(self, op: str, **args: Any) -> None:
-        self.conn.send({"op": op, "args": args})
-
-    def answer(self, timeout: float, what: str) -> dict[str, Any]:
-        if not self.conn.poll(timeout):
-            raise BenchError(f"{self.name}: no answer to {what} within {timeout:g} s")
-        reply: dict[str, Any] = self.conn.recv()
-        if "error" in reply:
-            raise BenchError(f"{self.name}: {what} failed: {reply['error']}\n{reply.get('trace', '')}")
-        return reply
-
-    def call(self, op: str, limit: float, **args: Any) -> dict[str, Any]:
-        self.send(op, **args)
-        return self.answer(limit, op)
-
-    def stop(self) -> None:
-        if self.proc.is_alive():
-            try:
-                self.conn.send({"op": "exit"})
-            except OSError:
-                pass
-            self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
-        self.conn.close()
-
-
-def call_all(children: list[Child], op: str, timeout: float, args: list[dict[str, Any]] | None = None
-             ) -> list[dict[str, Any]]:
-    """The same command to several children at once; their answers in order."""
-    for i, child in enumerate(children):
-        child.send(op, **(args[i] if args else {}))
-    deadline = time.monotonic() + timeout
-    return [child.answer(max(0.0, deadline - time.monotonic()), op) for child in children]
 
 
 class RelayProcess:

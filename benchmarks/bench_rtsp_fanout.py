@@ -61,6 +61,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.fanout import procstat  # noqa: E402
+from benchmarks.fanout.children import BenchError, Child, call_all  # noqa: E402
 from benchmarks.fanout.source import FPS, HEIGHT, WIDTH, ensure_media  # noqa: E402
 from benchmarks.rtsp_fanout import client  # noqa: E402
 from benchmarks.rtsp_fanout.feeder import ensure_input, ensure_rtp_dump, sprop_parameter_sets, start_feeder  # noqa: E402
@@ -75,66 +76,8 @@ SERVERS = {"gst": "gst-rtsp-server", "ours": "ours"}
 SYSTEM_PYTHON = "/usr/bin/python3"  # has PyGObject and GStreamer
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# -- child processes ----------------------------------------------------------------------------------
-
-
-class Child:
-    """A client worker process driven over a pipe: send a command, wait (bounded) for its answer."""
-
-    def __init__(self, ctx: Any, name: str, nice: int):
-        self.name = name
-        self.conn, theirs = ctx.Pipe()
-        self.proc = ctx.Process(target=client.main, args=(theirs, name, nice), name=name, daemon=True)
-        self.proc.start()
-        theirs.close()
-
-    @property
-    def pid(self) -> int:
-        assert self.proc.pid is not None
-        return self.proc.pid
-
-    def send(self, op: str, **args: Any) -> None:
-        self.conn.send({"op": op, "args": args})
-
-    def answer(self, timeout: float, what: str) -> dict[str, Any]:
-        if not self.conn.poll(timeout):
-            raise BenchError(f"{self.name}: no answer to {what} within {timeout:g} s")
-        reply: dict[str, Any] = self.conn.recv()
-        if "error" in reply:
-            raise BenchError(f"{self.name}: {what} failed: {reply['error']}\n{reply.get('trace', '')}")
-        return reply
-
-    def call(self, op: str, limit: float, **args: Any) -> dict[str, Any]:
-        self.send(op, **args)
-        return self.answer(limit, op)
-
-    def stop(self) -> None:
-        if self.proc.is_alive():
-            try:
-                self.conn.send({"op": "exit"})
-            except OSError:
-                pass
-            self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
-        self.conn.close()
-
-
-def call_all(children: list[Child], op: str, timeout: float, args: list[dict[str, Any]] | None = None
-             ) -> list[dict[str, Any]]:
-    for i, child in enumerate(children):
-        child.send(op, **(args[i] if args else {}))
-    deadline = time.monotonic() + timeout
-    return [child.answer(max(0.0, deadline - time.monotonic()), op) for child in children]
 
 
 class GstServer:
@@ -343,7 +286,8 @@ class Bench:
         self.pids = {"gst": gst.pid, "ours": ours.proc.pid}
         self.urls = {"gst": gst.url, "ours": ours.urls["rtsp"].rstrip("/") + "/" + STREAM}
         self.ctx = multiprocessing.get_context("spawn")
-        self.workers = [Child(self.ctx, f"clients-{i}", args.client_nice) for i in range(args.workers)]
+        self.workers = [Child(self.ctx, f"clients-{i}", client.main, f"clients-{i}", args.client_nice)
+                        for i in range(args.workers)]
         self.steps: list[Step] = []
         self.baselines: dict[str, list[dict[str, float]]] = {}
         self.skipped: list[str] = []

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import time
-import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from streaming.client import Session
 from streaming.client.media import H264FileTrack
 from streaming.client.webrtc import Publisher, codec_preferences
 
+from .children import serve
 from .source import OpusPacketTrack, read_opus_packets
 from .viewer import CountingViewer
 
@@ -51,34 +51,11 @@ class Worker:
         self._next_index = 0
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        commands: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-
-        def readable() -> None:
-            try:
-                while self.conn.poll():
-                    commands.put_nowait(self.conn.recv())
-            except (EOFError, OSError):
-                loop.remove_reader(self.conn.fileno())
-                commands.put_nowait(None)
-
-        loop.add_reader(self.conn.fileno(), readable)
         self.http = aiohttp.ClientSession()
         try:
-            while True:
-                command = await commands.get()
-                if command is None or command["op"] == "exit":
-                    break
-                try:
-                    reply = await getattr(self, "op_" + command["op"])(**command.get("args", {}))
-                except Exception as exc:  # reported to the driver, which decides
-                    reply = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
-                self.conn.send(reply)
+            await serve(self.conn, self)
         finally:
-            await self.op_close()
             await self.http.close()
-
-    # -- publisher ---------------------------------------------------------------------------------
 
     async def op_publish(self, mode: str, url: str, name: str, video: str, audio: str) -> dict[str, Any]:
         opus = OpusPacketTrack(read_opus_packets(Path(audio)))

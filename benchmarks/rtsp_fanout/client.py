@@ -26,11 +26,11 @@ import re
 import socket
 import struct
 import time
-import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import urlsplit
 
+from benchmarks.fanout.children import serve
 from media.rtsp_client import build_request, parse_sdp, parse_session, parse_transport_reply
 from media.rtsp_protocol import Response, ResponseParser
 
@@ -321,30 +321,7 @@ class Worker:
         self._next_index = 0
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        commands: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-
-        def readable() -> None:
-            try:
-                while self.conn.poll():
-                    commands.put_nowait(self.conn.recv())
-            except (EOFError, OSError):
-                loop.remove_reader(self.conn.fileno())
-                commands.put_nowait(None)
-
-        loop.add_reader(self.conn.fileno(), readable)
-        try:
-            while True:
-                command = await commands.get()
-                if command is None or command["op"] == "exit":
-                    break
-                try:
-                    reply = await getattr(self, "op_" + command["op"])(**command.get("args", {}))
-                except Exception as exc:  # reported to the driver, which decides
-                    reply = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
-                self.conn.send(reply)
-        finally:
-            await self.op_close()
+        await serve(self.conn, self)
 
     async def op_clients(self, url: str, count: int, tcp: bool, concurrency: int, timeout: float) -> dict[str, Any]:
         limit = asyncio.Semaphore(concurrency)
