@@ -42,7 +42,6 @@ import math
 import multiprocessing
 import os
 import resource
-import selectors
 import shutil
 import signal
 import socket
@@ -65,6 +64,7 @@ from benchmarks.fanout.children import BenchError, Child, call_all  # noqa: E402
 from benchmarks.fanout.source import FPS, HEIGHT, WIDTH, ensure_media  # noqa: E402
 from benchmarks.rtsp_fanout import client  # noqa: E402
 from benchmarks.rtsp_fanout.feeder import ensure_input, ensure_rtp_dump, sprop_parameter_sets, start_feeder  # noqa: E402
+from tests.support.camera_process import SYSTEM_PYTHON, Camera  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
 STREAM = "cam1"
@@ -73,60 +73,30 @@ MAX_LOSS = 0.5  # % of packets the worst client may lose for N to count as held
 MIN_MEDIA_RATE = 0.95  # media seconds per second the slowest client must get (else the server falls behind)
 MIN_NET_SHARE = 0.01  # cores: below this, CPU net of the baseline is a few 10 ms clock ticks (no ratio)
 SERVERS = {"gst": "gst-rtsp-server", "ours": "ours"}
-SYSTEM_PYTHON = "/usr/bin/python3"  # has PyGObject and GStreamer
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class GstServer:
+class GstServer(Camera):
     """tests/support/camera.py passing on the RTP that arrives on two UDP ports."""
 
     def __init__(self, log_path: Path, video_port: int, audio_port: int | None, sprop: str):
-        self.log_path = log_path
-        self.cmd = [SYSTEM_PYTHON, str(REPO / "tests" / "support" / "camera.py"), "--port", "0", "--path", GST_PATH,
-                    "--rtp-video-port", str(video_port), "--sprop", sprop]
+        args = ["--rtp-video-port", str(video_port), "--sprop", sprop]
         if audio_port is not None:
-            self.cmd += ["--rtp-audio-port", str(audio_port)]
-        self.proc: subprocess.Popen[str] | None = None
-        self.url = ""
+            args += ["--rtp-audio-port", str(audio_port)]
+        super().__init__(*args, path=GST_PATH, log=log_path)
 
     def start(self, timeout: float = 20.0) -> GstServer:
-        self._log = self.log_path.open("a")
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log, text=True)
-        assert self.proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if sel.select(timeout=0.2):
-                line = self.proc.stdout.readline()
-                if line.startswith("ready "):
-                    self.url = f"rtsp://127.0.0.1:{int(line.split()[1])}{GST_PATH}"
-                    return self
-        self.stop()
-        raise BenchError(f"the GStreamer RTSP server did not start; log: {self.log_path}")
+        try:
+            super().start(timeout)
+        except AssertionError:
+            raise BenchError(f"the GStreamer RTSP server did not start; log: {self.log}") from None
+        return self
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self._log.close()
-        return self.proc.returncode
+    def stop(self, gently: bool = True) -> int | None:
+        return super().stop(gently)
 
 
 def free_udp_ports(count: int) -> list[int]:
@@ -284,7 +254,7 @@ class Bench:
         self.feeder_pid = feeder_pid
         assert ours.proc is not None
         self.pids = {"gst": gst.pid, "ours": ours.proc.pid}
-        self.urls = {"gst": gst.url, "ours": ours.urls["rtsp"].rstrip("/") + "/" + STREAM}
+        self.urls = {"gst": gst.url(), "ours": ours.urls["rtsp"].rstrip("/") + "/" + STREAM}
         self.ctx = multiprocessing.get_context("spawn")
         self.workers = [Child(self.ctx, f"clients-{i}", client.main, f"clients-{i}", args.client_nice)
                         for i in range(args.workers)]
@@ -349,12 +319,12 @@ class Bench:
         rest = self.ours.rest_url
         if http_json(f"{rest}/rest-api/rtsp/find_all", {}):
             request = urllib.request.Request(f"{rest}/rest-api/rtsp/terminate", method="POST",
-                                             data=json.dumps({"uri": self.gst.url}).encode(),
+                                             data=json.dumps({"uri": self.gst.url()}).encode(),
                                              headers={"Content-Type": "application/json"})
             urllib.request.urlopen(request, timeout=15).close()
             wait_until(lambda: not http_json(f"{rest}/rest-api/stream/find_all", {}), 15, "the pulled stream to end")
         pull = http_json(f"{rest}/rest-api/rtsp/startup",
-                         {"uri": self.gst.url, "localStreamName": STREAM, "transport": transport}, timeout=30)
+                         {"uri": self.gst.url(), "localStreamName": STREAM, "transport": transport}, timeout=30)
         log(f"   our pull: {pull.get('status')} over {pull.get('transport')}")
         tracks = 1 if self.args.no_audio else 2
 
@@ -671,7 +641,7 @@ def main() -> int:
         gst.start()
         feeder = start_feeder(dump, not args.no_audio, video_port, audio_port, tmp / "feeder.log")
         ours.start()
-        log(f"gst-rtsp-server at {gst.url} (pid {gst.pid}); ours pulls it, pid {ours.proc.pid if ours.proc else '?'}")
+        log(f"gst-rtsp-server at {gst.url()} (pid {gst.pid}); ours pulls it, pid {ours.proc.pid if ours.proc else '?'}")
         bench = Bench(args, gst, ours, feeder.pid)
         bench.run()
     except BaseException:

@@ -47,8 +47,26 @@ class Camera:
         self.stop()
         raise AssertionError(f"the camera ({SCRIPT.name} {' '.join(self.args)}) did not start")
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, gently: bool = False) -> int | None:
+        """Kills it (a camera losing power), or with `gently` asks it to end (SIGTERM); its exit code."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            if gently:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            else:
+                proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        return proc.returncode
