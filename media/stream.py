@@ -101,6 +101,9 @@ class PublishedTrack:
         self.junk = 0  # packets that failed to parse
         self.keyframe_requests = 0
         self._last_keyframe_request = -1e9
+        # A request that came inside the rate limit: sent when the limit allows, unless a keyframe
+        # arrives first (then whoever asked has one).
+        self._keyframe_request_pending = False
 
     @property
     def kind(self) -> str:
@@ -115,6 +118,10 @@ class PublishedTrack:
         if flags & self._duplicate_flag:
             return  # viewers got it already
         keyframe = flags & self._keyframe_flag
+        if keyframe:
+            self._keyframe_request_pending = False
+        elif self._keyframe_request_pending:
+            self.request_keyframe(now)
         for sink in self.sinks:
             if sink.waiting_keyframe:
                 if not keyframe:
@@ -142,8 +149,14 @@ class PublishedTrack:
             self.sinks.remove(sink)
 
     def request_keyframe(self, now: float) -> None:
-        if self.codec.kind != "video" or now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
+        """Ask the publisher for a keyframe, at most once per KEYFRAME_REQUEST_INTERVAL. A request inside
+        the interval is not lost: it goes out when the interval is over, unless a keyframe came first."""
+        if self.codec.kind != "video":
             return
+        if now - self._last_keyframe_request < KEYFRAME_REQUEST_INTERVAL:
+            self._keyframe_request_pending = True
+            return
+        self._keyframe_request_pending = False
         self._last_keyframe_request = now
         ssrc = self.ingest.ssrc
         if ssrc is None:
@@ -174,6 +187,30 @@ class Stream:
         self.name = name
         self.tracks: list[PublishedTrack] = []
         self.closed = False
+        self._end_listeners: list[Callable[[Stream], None]] = []
+
+    def on_end(self, listener: Callable[[Stream], None]) -> None:
+        """`listener(stream)` is called once when the stream ends (at once if it has ended)."""
+        if self.closed:
+            listener(self)
+        else:
+            self._end_listeners.append(listener)
+
+    def remove_end_listener(self, listener: Callable[[Stream], None]) -> None:
+        if listener in self._end_listeners:
+            self._end_listeners.remove(listener)
+
+    def end(self) -> None:
+        """The source is gone: every reader is told, once."""
+        if self.closed:
+            return
+        self.closed = True
+        listeners, self._end_listeners = self._end_listeners, []
+        for listener in listeners:
+            try:
+                listener(self)
+            except Exception:  # one reader's failure must not keep the others from ending
+                log.exception("stream %r: end listener failed", self.name)
 
     def track(self, kind: str) -> PublishedTrack | None:
         for track in self.tracks:
@@ -209,9 +246,9 @@ class StreamRegistry:
         return self._streams.get(name)
 
     def release(self, stream: Stream) -> None:
-        stream.closed = True
         if self._streams.get(stream.name) is stream:
             del self._streams[stream.name]
+        stream.end()
 
     def all(self) -> list[Stream]:
         return list(self._streams.values())

@@ -664,7 +664,7 @@ class PullService:
         was_published = pull.published and not pull.stream.closed
         if pull.local_name is not None:
             self.server.streams.registry.release(pull.stream)
-        pull.stream.closed = True
+        pull.stream.end()
         if was_published:
             self.server.stream_unpublished(pull.stream)
         await self.server.streams.end_viewers(pull.stream, info or "Stopped by publisher stop")

@@ -107,6 +107,28 @@ def test_keyframe_requests_are_rate_limited(mods) -> None:  # type: ignore[no-un
     assert len(requests) == 2
 
 
+def test_a_request_inside_the_rate_limit_goes_out_when_the_limit_is_over(mods) -> None:  # type: ignore[no-untyped-def]
+    track, requests = make_track(mods)
+    track.on_rtp(vp8(1, 0, keyframe=True), now=0.0)
+    track.request_keyframe(now=0.1)  # a viewer joins
+    track.request_keyframe(now=0.2)  # another viewer's PLI, inside the limit: held, not lost
+    for i in range(2, 12):
+        track.on_rtp(vp8(i, 3000 * i, keyframe=False), now=0.1 * i)
+    assert len(requests) == 2  # sent with the first packet after the limit (at 1.1 s), once
+    assert track.keyframe_requests == 2
+
+
+def test_a_held_request_is_dropped_when_a_keyframe_comes_first(mods) -> None:  # type: ignore[no-untyped-def]
+    track, requests = make_track(mods)
+    track.on_rtp(vp8(1, 0, keyframe=True), now=0.0)
+    track.request_keyframe(now=0.1)
+    track.request_keyframe(now=0.2)  # held
+    track.on_rtp(vp8(2, 3000, keyframe=True), now=0.3)  # the answer to the first: the second has it too
+    for i in range(3, 20):
+        track.on_rtp(vp8(i, 3000 * i, keyframe=False), now=0.1 * i)
+    assert len(requests) == 1
+
+
 def test_nack_is_answered_from_the_cache_with_the_viewers_numbering(mods) -> None:  # type: ignore[no-untyped-def]
     rtp, _ = mods
     track, requests = make_track(mods)
