@@ -14,6 +14,7 @@ extensions = [
     ),
     Extension("media._native.track", ["media/_native/track.pyx"], extra_compile_args=["-O3"]),
     Extension("media._native.depacketize", ["media/_native/depacketize.pyx"], extra_compile_args=["-O3"]),
+    Extension("media._native.fanout", ["media/_native/fanout.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(

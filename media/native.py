@@ -12,7 +12,7 @@ import importlib
 import os
 from types import ModuleType
 
-NATIVE_MODULES = ("rtp", "track", "depacketize")
+NATIVE_MODULES = ("rtp", "track", "depacketize", "fanout")
 
 
 class NativeCoreMissing(RuntimeError):
@@ -61,6 +61,18 @@ def depacketize_module(python_core: bool = False) -> ModuleType:
     if python_core:
         return importlib.import_module("media.depacketize")
     return _load_native("depacketize")
+
+
+def fanout_module(python_core: bool = False) -> ModuleType:
+    """The per-subscriber send path (Fanout, Output) to use: native unless python_core is set."""
+    if python_core:
+        return importlib.import_module("media.fanout")
+    return _load_native("fanout")
+
+
+def is_twin(module: ModuleType) -> bool:
+    """Whether a core module is a Python twin (media/x.py) rather than native (media/_native/x)."""
+    return not module.__name__.startswith("media._native.")
 
 
 def describe(python_core: bool = False) -> str:

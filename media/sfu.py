@@ -10,7 +10,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 from .stream import Codec, PublishedTrack, Stream, TrackSink
-from .webrtc import Peer
+from .webrtc import Peer, Route
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,17 @@ class WebRtcViewer:
             self.sinks.append((track, sink))
             self._by_ssrc[negotiated.ssrc] = (track, sink)
         self.peer.on_rtcp = self._on_rtcp
+        self.peer.on_route = self._route_changed
         return answer
+
+    def _route_changed(self, route: Route | None) -> None:
+        """Once the peer is connected, the fan-out sends to its socket itself (SRTP in native code);
+        before, and after a change of route, through the peer (which resolves the route again)."""
+        for _track, sink in self.sinks:
+            if route is None:
+                sink.output.use_callable(self.peer.send_rtp)
+            else:
+                sink.output.use_udp(*route)
 
     def attach(self) -> None:
         """Start forwarding: called once the viewer's transport is connected."""

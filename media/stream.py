@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from . import native
+
 log = logging.getLogger(__name__)
 
 KEYFRAME_REQUEST_INTERVAL = 1.0  # seconds between keyframe requests to a publisher, per track
@@ -44,34 +46,44 @@ class SinkStats:
 
 
 class TrackSink:
-    """One viewer's outgoing track."""
+    """One viewer's outgoing track: a fan-out Output (rewrite state, route, counters) and its RTCP.
+
+    Packets reach it through its track's Fanout, one native loop for all viewers of the track. Until
+    the transport gives a native route (`output.use_udp` / `use_tcp`), packets go to `send_rtp`."""
 
     def __init__(self, rtp: ModuleType, ssrc: int, payload_type: int, clock_rate: int, video: bool,
                  send_rtp: Callable[[bytes], bool], send_rtcp: Callable[[bytes], bool]):
         self.rtp = rtp
+        self.fanout = native.fanout_module(python_core=native.is_twin(rtp))
         self.ssrc = ssrc
         self.payload_type = payload_type
         self.rewriter = rtp.RtpRewriter(ssrc, payload_type, clock_rate)
         self.video = video
-        self.waiting_keyframe = video
+        self.output = self.fanout.Output(self.rewriter, video)
+        self.output.use_callable(send_rtp)
         self.send_rtp = send_rtp
         self.send_rtcp = send_rtcp
-        self.stats = SinkStats()
+
+    @property
+    def waiting_keyframe(self) -> bool:
+        return bool(self.output.waiting_keyframe)
+
+    @waiting_keyframe.setter
+    def waiting_keyframe(self, value: bool) -> None:
+        self.output.waiting_keyframe = value
+
+    @property
+    def stats(self) -> SinkStats:
+        out = self.output
+        return SinkStats(out.sent, out.dropped, out.retransmitted, out.skipped_waiting_keyframe)
 
     def forward(self, packet: bytes, now: float) -> None:
-        buf = bytearray(packet)
-        self.rewriter.rewrite(buf, now)
-        if self.send_rtp(bytes(buf)):
-            self.stats.sent += 1
-        else:
-            self.stats.dropped += 1
+        """One packet to this viewer alone (a late joiner's GOP); the track's Fanout does the rest."""
+        self.output.send(packet, now)
 
     def retransmit(self, packet: bytes) -> None:
         """A cached packet again, with the offsets in force (RFC 4588 is not used: same SSRC and seq)."""
-        buf = bytearray(packet)
-        self.rtp.rewrite_rtp(buf, self.ssrc, self.payload_type, self.rewriter.seq_offset, self.rewriter.ts_offset)
-        if self.send_rtp(bytes(buf)):
-            self.stats.retransmitted += 1
+        self.output.retransmit(packet)
 
     def original_seq(self, out_seq: int) -> int:
         return (out_seq - self.rewriter.seq_offset) & 0xFFFF
@@ -92,6 +104,7 @@ class PublishedTrack:
         self._duplicate_flag = flags.DUPLICATE
         self._request_keyframe = request_keyframe
         self.sinks: list[TrackSink] = []
+        self.fanout: Any = None  # the sinks' Fanout, made with the first (native or twin, as they are)
         # Packet listeners: sinks that need the media rather than RTP to forward (frame taps for
         # HLS, recording, transcoding, snapshots). Called with (packet, ingest flags, now).
         self.listeners: list[Callable[[bytes, int, float], None]] = []
@@ -122,19 +135,16 @@ class PublishedTrack:
             self._keyframe_request_pending = False
         elif self._keyframe_request_pending:
             self.request_keyframe(now)
-        for sink in self.sinks:
-            if sink.waiting_keyframe:
-                if not keyframe:
-                    sink.stats.skipped_waiting_keyframe += 1
-                    continue
-                sink.waiting_keyframe = False
-            sink.forward(packet, now)
+        if self.sinks:
+            self.fanout.forward(packet, bool(keyframe), now)
         for listener in self.listeners:
             listener(packet, flags, now)
 
     def attach(self, sink: TrackSink, now: float) -> None:
         """A new viewer starts at once from the cached GOP (last keyframe onward), and the publisher is
         asked for a fresh keyframe."""
+        if sink in self.sinks:
+            return
         if sink.video:
             gop = self.ingest.gop()
             if gop:
@@ -142,11 +152,15 @@ class PublishedTrack:
                 for packet in gop:
                     sink.forward(packet, now)
             self.request_keyframe(now)
+        if self.fanout is None:
+            self.fanout = sink.fanout.Fanout()
+        self.fanout.add(sink.output)
         self.sinks.append(sink)
 
     def detach(self, sink: TrackSink) -> None:
         if sink in self.sinks:
             self.sinks.remove(sink)
+            self.fanout.remove(sink.output)
 
     def request_keyframe(self, now: float) -> None:
         """Ask the publisher for a keyframe, at most once per KEYFRAME_REQUEST_INTERVAL. A request inside

@@ -66,6 +66,19 @@ def _roomy(session: pylibsrtp.Session) -> None:
         session._buffer = ffi.buffer(session._cdata)
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a connected peer's RTP goes, for a fan-out Output's use_udp(*route)."""
+
+    fd: int
+    family: int
+    address: tuple[Any, ...]
+    srtp: pylibsrtp.Session
+
+    def __iter__(self) -> Any:
+        return iter((self.fd, self.family, self.address, self.srtp))
+
+
 @dataclass
 class PeerStats:
     rtp_sent: int = 0
@@ -162,6 +175,9 @@ class Peer:
         self.on_rtp: Callable[[bytes], None] = lambda data: None
         self.on_rtcp: Callable[[bytes], None] = lambda data: None
         self.on_state: Callable[[str], None] = lambda state: None
+        # Told the native send route (socket fd, family, remote address, SRTP session) when it is known,
+        # and None when it is not valid any more: the fan-out sends there itself.
+        self.on_route: Callable[[Route | None], None] = lambda route: None
         self._dtls: RTCDtlsTransport | None = None
         self._route: tuple[Any, Any, Any] | None = None
         self._closed = False
@@ -177,7 +193,9 @@ class Peer:
         return decoder_threads(self.pc)
 
     def _state_changed(self) -> None:
-        self._route = None  # re-resolved on the next send, if still connected
+        if self._route is not None:
+            self._route = None  # re-resolved on the next send, if still connected
+            self.on_route(None)
         self.on_state(self.pc.connectionState)
 
     # -- negotiation -------------------------------------------------------------------------------
@@ -291,7 +309,11 @@ class Peer:
         if pair is None or pair.protocol.transport is None:
             return None
         _roomy(dtls._tx_srtp)
-        self._route = (pair.protocol.transport, pair.remote_addr, dtls._tx_srtp)
+        transport = pair.protocol.transport
+        self._route = (transport, pair.remote_addr, dtls._tx_srtp)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.on_route(Route(sock.fileno(), sock.family, pair.remote_addr, dtls._tx_srtp))
         return self._route
 
     def _send(self, data: bytes, rtcp: bool) -> bool:
@@ -330,6 +352,8 @@ class Peer:
             return
         self._closed = True
         self._route = None
+        self.on_route(None)
+        self.on_route = lambda route: None
         self.on_rtp = self.on_rtcp = lambda data: None
         self.on_state = lambda state: None
         try:

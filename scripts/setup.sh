@@ -48,7 +48,7 @@ extras=""
 # Skip pip when nothing it depends on changed since the last successful run (a set-up machine then
 # starts the server without reaching the package index).
 stamp=.venv/.setup-stamp
-digest=$(cat pyproject.toml setup.py media/_native/*.pyx | sha256sum | cut -d' ' -f1)
+digest=$(cat pyproject.toml setup.py media/_native/*.pyx media/_native/*.pxd | sha256sum | cut -d' ' -f1)
 wanted="$digest$extras"
 have=$(cat "$stamp" 2>/dev/null || true)
 current=0

@@ -443,5 +443,7 @@ class StreamService:
                 entry["sent"] = sum(s.stats.sent for _t, s in ms.endpoint.sinks)
                 entry["dropped"] = ms.endpoint.dropped
                 entry["retransmitted"] = sum(s.stats.retransmitted for _t, s in ms.endpoint.sinks)
+                # "udp": the native fan-out sends to the peer's socket itself (SRTP in C)
+                entry["sendRoutes"] = sorted({s.output.route for _t, s in ms.endpoint.sinks})
             out.append(entry)
         return out

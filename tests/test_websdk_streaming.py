@@ -218,6 +218,8 @@ def test_publish_and_play_without_decoding(server: ServerProcess, streaming_page
     video = next(t for t in publisher["tracks"] if t["kind"] == "video")
     assert video["codec"].upper() == codec and video["packets"] >= 30 and video["keyframes"] >= 1
     assert listed["cam1/play"]["sent"] >= 30
+    # What the browser decoded went the native way: rewritten, SRTP-protected and sent by the fan-out.
+    assert listed["cam1/play"]["sendRoutes"] == ["udp"]
     # The publisher leaves: the viewer is told so.
     page.stop("cam")
     page.wait("cam", "UNPUBLISHED")

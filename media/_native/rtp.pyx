@@ -16,6 +16,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyNumber_Index
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
+from media._native.rewrite cimport RewriteState, rewrite_packet
 
 import operator
 import typing
@@ -373,148 +374,92 @@ cdef class RtpRewriter:
     is given on both packets), or plus `switch_ts_step` ticks (default 20 ms). Within one source the
     offsets are fixed, so reordering and loss pass through unchanged. The first source passes through
     with zero offsets. A late packet of an old source counts as another switch.
+
+    The state is a C struct (rewrite.pxd) that media/_native/fanout.pyx rewrites through directly.
     """
 
-    cdef uint32_t _out_ssrc
-    cdef uint8_t _out_payload_type
-    cdef uint32_t _clock_rate
-    cdef uint32_t _switch_ts_step
-    cdef unsigned long long _packet_count
-    cdef unsigned long long _byte_count
-    cdef unsigned long long _switches
-    cdef uint16_t _seq_offset
-    cdef uint32_t _ts_offset
-    cdef bint _has_source
-    cdef uint32_t _in_ssrc
-    cdef bint _has_last
-    cdef uint16_t _last_seq
-    cdef uint32_t _last_timestamp
-    cdef bint _has_now
-    cdef double _last_now
-
     def __init__(self, out_ssrc, out_payload_type, clock_rate=90000, switch_ts_step=None):
-        self._out_ssrc = _index("out_ssrc", out_ssrc, 0xFFFFFFFF)
-        self._out_payload_type = _index("out_payload_type", out_payload_type, 0x7F)
-        self._clock_rate = _index("clock_rate", clock_rate, 0xFFFFFFFF)
-        if self._clock_rate == 0:
+        memset(&self.state, 0, sizeof(RewriteState))
+        self.state.out_ssrc = _index("out_ssrc", out_ssrc, 0xFFFFFFFF)
+        self.state.out_payload_type = _index("out_payload_type", out_payload_type, 0x7F)
+        self.state.clock_rate = _index("clock_rate", clock_rate, 0xFFFFFFFF)
+        if self.state.clock_rate == 0:
             raise ValueError("clock_rate out of range: 0")
         if switch_ts_step is None:
-            switch_ts_step = max(1, self._clock_rate // 50)
-        self._switch_ts_step = _index("switch_ts_step", switch_ts_step, 0x7FFFFFFF)
-        self._packet_count = 0
-        self._byte_count = 0
-        self._switches = 0
-        self._seq_offset = 0
-        self._ts_offset = 0
-        self._has_source = False
-        self._has_last = False
-        self._has_now = False
+            switch_ts_step = max(1, self.state.clock_rate // 50)
+        self.state.switch_ts_step = _index("switch_ts_step", switch_ts_step, 0x7FFFFFFF)
 
     @property
     def out_ssrc(self):
-        return self._out_ssrc
+        return self.state.out_ssrc
 
     @out_ssrc.setter
     def out_ssrc(self, value):
-        self._out_ssrc = _index("out_ssrc", value, 0xFFFFFFFF)
+        self.state.out_ssrc = _index("out_ssrc", value, 0xFFFFFFFF)
 
     @property
     def out_payload_type(self):
-        return self._out_payload_type
+        return self.state.out_payload_type
 
     @out_payload_type.setter
     def out_payload_type(self, value):
-        self._out_payload_type = _index("out_payload_type", value, 0x7F)
+        self.state.out_payload_type = _index("out_payload_type", value, 0x7F)
 
     @property
     def clock_rate(self):
-        return self._clock_rate
+        return self.state.clock_rate
 
     @property
     def switch_ts_step(self):
-        return self._switch_ts_step
+        return self.state.switch_ts_step
 
     @property
     def packet_count(self):
         """Packets rewritten."""
-        return self._packet_count
+        return self.state.packet_count
 
     @property
     def byte_count(self):
         """Bytes rewritten, whole packets."""
-        return self._byte_count
+        return self.state.byte_count
 
     @property
     def switches(self):
         """Source changes handled (the first source is not counted)."""
-        return self._switches
+        return self.state.switches
 
     @property
     def seq_offset(self):
         """Added to the current source's sequence numbers (mod 2**16); subtract it to map a NACKed output
         sequence number back to the source."""
-        return self._seq_offset
+        return self.state.seq_offset
 
     @property
     def ts_offset(self):
-        return self._ts_offset
+        return self.state.ts_offset
 
     @property
     def in_ssrc(self):
         """The current input SSRC, None before the first packet and after reset()."""
-        return self._in_ssrc if self._has_source else None
+        return self.state.in_ssrc if self.state.has_source else None
 
     @property
     def last_seq(self):
         """The highest output sequence number so far, None before the first packet."""
-        return self._last_seq if self._has_last else None
+        return self.state.last_seq if self.state.has_last else None
 
     @property
     def last_timestamp(self):
         """The output timestamp sent with last_seq, None before the first packet."""
-        return self._last_timestamp if self._has_last else None
+        return self.state.last_timestamp if self.state.has_last else None
 
     def reset(self):
         """Forget the input source: the next packet starts a new one, continuing the output numbering."""
-        self._has_source = False
+        self.state.has_source = False
 
     cdef int _rewrite(self, uint8_t* p, Py_ssize_t n, bint has_now, double now) except -1:
-        cdef uint16_t in_seq, seq
-        cdef uint32_t in_ts, in_ssrc, ts, step
-        cdef double ticks
         _check_rtp_fixed(p, n)
-        in_seq = _rd16(p + 2)
-        in_ts = _rd32(p + 4)
-        in_ssrc = _rd32(p + 8)
-        if not self._has_source or in_ssrc != self._in_ssrc:
-            if self._has_last:
-                step = self._switch_ts_step
-                if has_now and self._has_now:
-                    ticks = (now - self._last_now) * <double>self._clock_rate
-                    if ticks >= 1.0:
-                        if ticks > 2147483647.0:
-                            ticks = 2147483647.0
-                        step = <uint32_t>ticks
-                self._seq_offset = <uint16_t>(self._last_seq + 1 - in_seq)
-                self._ts_offset = self._last_timestamp + step - in_ts
-                self._switches += 1
-            self._in_ssrc = in_ssrc
-            self._has_source = True
-        seq = <uint16_t>(in_seq + self._seq_offset)
-        ts = in_ts + self._ts_offset
-        # Remember the newest packet sent (wrap-aware, as in RFC 3550 appendix A.1), so that a late
-        # packet does not pull the continuation point of the next switch backwards.
-        if not self._has_last or 0 < <uint16_t>(seq - self._last_seq) < 0x8000:
-            self._last_seq = seq
-            self._last_timestamp = ts
-            self._has_last = True
-            if has_now:
-                self._last_now = now
-                self._has_now = True
-        _write_rtp(p, self._out_payload_type, seq, ts, self._out_ssrc)
-        self._packet_count += 1
-        self._byte_count += <unsigned long long>n
-        return seq
+        return rewrite_packet(&self.state, p, n, has_now, now)
 
     def rewrite(self, buf, now=None):
         """Rewrite one packet in place and return its output sequence number. A packet that fails the

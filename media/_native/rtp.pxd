@@ -1,0 +1,12 @@
+# The part of rtp.pyx that other native modules cimport: the rewrite state of a subscriber lives in
+# RtpRewriter, and media/_native/fanout.pyx rewrites through it without a Python call per packet.
+
+cimport cython
+from libc.stdint cimport uint8_t
+from media._native.rewrite cimport RewriteState
+
+
+@cython.final
+cdef class RtpRewriter:
+    cdef RewriteState state
+    cdef int _rewrite(self, uint8_t* p, Py_ssize_t n, bint has_now, double now) except -1
