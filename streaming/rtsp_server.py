@@ -18,6 +18,7 @@ connection) for `rtsp.session_timeout` seconds ends; so do all clients of a stre
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import secrets
 import socket
@@ -233,6 +234,10 @@ class RtspService:
             if len(data) >= 8 and 192 <= data[1] <= 223:  # RTCP (RFC 5761 4), not a NAT keep-alive
                 found[1].on_rtcp(data, self.server.media.rtp, now)
 
+    def rtp_socket(self) -> socket.socket | None:
+        transport = self._rtp.transport if self._rtp is not None else None
+        return transport.get_extra_info("socket") if transport is not None and not transport.is_closing() else None
+
     def udp_sender(self, addr: tuple[str, int], rtcp: bool) -> Callable[[bytes], bool]:
         endpoint = self._rtcp if rtcp else self._rtp
         assert endpoint is not None
@@ -274,6 +279,9 @@ class RtspService:
             "requests": self.stats.requests,
             "refused": self.stats.refused,
             "udpPorts": list(self.server_ports),
+            # per set-up track, how the native fan-out reaches the client ("tcp", "udp")
+            "routes": dict(collections.Counter(sink.output.route for c in clients
+                                               for _t, sink, _tr in c.sinks.values())),
         }
 
 
@@ -293,6 +301,7 @@ class RtspConnection(asyncio.Protocol):
         self._worker: asyncio.Task[None] | None = None
         self._paused = False
         self._authorized: set[str] = set()  # stream names the backend allowed
+        self._blocked = False  # asyncio holds unsent bytes of this connection
         self.last_data = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
@@ -303,6 +312,9 @@ class RtspConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_TCP_BUFFERED)
+        # pause_writing as soon as asyncio holds any byte: the native fan-out writes to the socket only
+        # while nothing waits before it.
+        transport.set_write_buffer_limits(high=0)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else "unknown"
         self.service.connections.add(self)
@@ -351,12 +363,17 @@ class RtspConnection(asyncio.Protocol):
                 self.close()
         if not self.machine.sessions and now - self.last_data > self.machine.timeout:
             self.close()  # a connection that set nothing up and says nothing holds no resources for long
-        if any(client.stream.closed for client in self.clients.values()):
+
+    def _stream_ended(self, stream: Stream) -> None:
+        if any(client.stream is stream for client in self.clients.values()):
             log.info("RTSP connection from %s closes: its stream was unpublished", self.peer)
             self.close()
 
     def _end_client(self, client: MediaClient) -> None:
         client.detach()
+        client.stream.remove_end_listener(self._stream_ended)
+        for _track, sink, _transport in client.sinks.values():
+            sink.output.clear_route()  # its duplicate of the socket goes now, not when collected
         self.clients.pop(client.state.id, None)
         self.service.forget(client)
 
@@ -501,6 +518,7 @@ class RtspConnection(asyncio.Protocol):
         if client is None:
             client = self.clients[state.id] = MediaClient(state, stream)
             self.service.stats.sessions += 1
+            stream.on_end(self._stream_ended)
         track = served[track_index]
         ssrc = secrets.randbits(32) or 1
         if transport.tcp:
@@ -518,11 +536,47 @@ class RtspConnection(asyncio.Protocol):
             server_ports = self.service.server_ports
         sink = TrackSink(self.service.server.media.rtp, ssrc, track.codec.payload_type, track.codec.clock_rate,
                          video=track.kind == "video", send_rtp=send_rtp, send_rtcp=send_rtcp)
+        self._route(sink, transport)
         client.sinks[track_index] = (track, sink, transport)
         if client.attached:  # not reachable today (SETUP while playing is 455), kept safe
             track.attach(sink, now)
         return response(200, cseq, [("Transport", transport_reply(transport, ssrc, server_ports)),
                                     ("Session", self.machine.session_header(state))])
+
+    def _route(self, sink: TrackSink, transport: Transport) -> None:
+        """The native fan-out writes this client's packets itself: interleaved frames on the connection's
+        socket (while asyncio's buffer for it is empty: see pause_writing), or datagrams from the
+        server's RTP socket."""
+        if transport.tcp:
+            sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+            if sock is None or transport.interleaved is None:
+                return
+            sink.output.use_tcp(sock.fileno(), transport.interleaved[0], sink.send_rtp, self._write_raw)
+            sink.output.set_blocked(self._blocked)
+        else:
+            sock = self.service.rtp_socket()
+            if sock is None or transport.client_ports is None:
+                return
+            sink.output.use_udp(sock.fileno(), sock.family, (self.peer, transport.client_ports[0]))
+
+    def _write_raw(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _outputs(self) -> list[Any]:
+        return [sink.output for client in self.clients.values() for _t, sink, _tr in client.sinks.values()]
+
+    def pause_writing(self) -> None:
+        """asyncio holds bytes for this connection (its limit is 0: any): frames go through it, in order,
+        until it is empty again."""
+        self._blocked = True
+        for output in self._outputs():
+            output.set_blocked(True)
+
+    def resume_writing(self) -> None:
+        self._blocked = False
+        for output in self._outputs():
+            output.set_blocked(False)
 
     def _interleaved_sender(self, channel: int) -> Callable[[bytes], bool]:
         prefix = struct.pack("!BB", 0x24, channel)

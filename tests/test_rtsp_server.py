@@ -265,6 +265,7 @@ async def test_a_players_nack_is_answered_and_its_pli_asks_the_publisher_for_a_k
         _session, transports = await play_interleaved(client, rtsp_url(server))
         video_ssrc = int(transports[0].split("ssrc=")[1], 16)
         await client.read_frames(30)
+        assert health(server)["rtsp"]["routes"] == {"tcp": 2}  # frames written by the native fan-out
         seqs = [rtp.parse_rtp(data).sequence_number for ch, data in client.frames if ch == 0]
         wanted = seqs[len(seqs) // 2]
         await client.send_raw(b"$\x01" + len(nack := rtp.build_nack(1, video_ssrc, [wanted])).to_bytes(2, "big") + nack)

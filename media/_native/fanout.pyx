@@ -427,6 +427,8 @@ cdef class Fanout:
         cdef uint8_t* slot
         cdef bint python_pass = False
         cdef Output out
+        cdef int pending
+        cdef Py_ssize_t written
         if count == 0:
             return 0
         if not _valid(p, n):
@@ -521,7 +523,8 @@ cdef class Fanout:
                 slot = self._slots + i * SLOT
                 try:
                     if pending == P_TCP_REST:
-                        o.written, written = 0, o.written
+                        written = o.written
+                        o.written = 0
                         if out._write_raw is not None:
                             out._write_raw(PyBytes_FromStringAndSize(<char*>slot + written, o.length - written))
                     elif out._call is not None and out._call(PyBytes_FromStringAndSize(<char*>slot + PREFIX, o.length)):
