@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
 from types import ModuleType
 
+from .reader import RtpReader
 from .stream import Codec, PublishedTrack, Stream, TrackSink
 from .webrtc import Peer, Route
 
@@ -141,28 +141,22 @@ class WebRtcPublisher:
         await self.peer.close()
 
 
-class WebRtcViewer:
+class WebRtcViewer(RtpReader):
     """A viewer of a stream. `tracks` picks, per kind, the track to forward when it is not the
     publisher's own (a transcoder's derived track, for a viewer that needs another codec or size)."""
 
     def __init__(self, core: MediaCore, stream: Stream, tracks: dict[str, PublishedTrack] | None = None):
+        super().__init__(stream, core.rtp)
         self.core = core
-        self.stream = stream
         self.tracks = {t.kind: t for t in stream.tracks}
         self.tracks.update(tracks or {})
         self.peer = Peer(f"viewer of {stream.name!r}", core.public_address)
-        self.sinks: list[tuple[PublishedTrack, TrackSink]] = []
-        self._by_ssrc: dict[int, tuple[PublishedTrack, TrackSink]] = {}
-        self.attached = False
-        self.on_rtcp_junk: Callable[[], None] = lambda: None
-        self.rtcp_junk = 0
-        self.nacks_answered = 0
-        self.last_rtcp_at: float | None = None
         self.connected_at: float | None = None
 
     async def start(self, offer: str) -> str:
         wanted = {kind: t.codec.native for kind, t in self.tracks.items()}
         answer = await self.peer.answer_viewer(offer, wanted)
+        now = self.core.now()
         for negotiated in self.peer.tracks:
             track = self.tracks.get(negotiated.kind)
             if track is None or negotiated.ssrc is None or negotiated.codec.payloadType is None:
@@ -170,9 +164,8 @@ class WebRtcViewer:
             sink = TrackSink(self.core.rtp, negotiated.ssrc, negotiated.codec.payloadType, track.codec.clock_rate,
                              video=negotiated.kind == "video", send_rtp=self.peer.send_rtp,
                              send_rtcp=self.peer.send_rtcp)
-            self.sinks.append((track, sink))
-            self._by_ssrc[negotiated.ssrc] = (track, sink)
-        self.peer.on_rtcp = self._on_rtcp
+            self.add_sink(track, sink, now)
+        self.peer.on_rtcp = lambda data: self.on_rtcp(data, self.core.now())
         self.peer.on_route = self._route_changed
         return answer
 
@@ -185,39 +178,13 @@ class WebRtcViewer:
             else:
                 sink.output.use_udp(*route)
 
-    def attach(self) -> None:
+    def attach(self, now: float | None = None) -> bool:
         """Start forwarding: called once the viewer's transport is connected."""
-        if self.attached or self.stream.closed:
-            return
-        self.attached = True
-        now = self.connected_at = self.core.now()
-        for track, sink in self.sinks:
-            track.attach(sink, now)
-
-    def detach(self) -> None:
-        for track, sink in self.sinks:
-            track.detach(sink)
-        self.attached = False
-
-    def _on_rtcp(self, data: bytes) -> None:
-        rtp = self.core.rtp
-        try:
-            packets = rtp.parse_rtcp(data)
-        except ValueError:
-            self.rtcp_junk += 1
-            return
-        now = self.last_rtcp_at = self.core.now()
-        for packet in packets:
-            kind = type(packet).__name__
-            if kind == "RtcpNack":
-                found = self._by_ssrc.get(packet.media_ssrc)
-                if found is not None:
-                    self.nacks_answered += found[0].nack(found[1], packet.lost)
-            elif kind in ("RtcpPli", "RtcpFir"):
-                media_ssrc = packet.media_ssrc if kind == "RtcpPli" else None
-                for ssrc, (track, _sink) in self._by_ssrc.items():
-                    if media_ssrc is None or media_ssrc == ssrc:
-                        track.request_keyframe(now)
+        now = self.core.now() if now is None else now
+        if not super().attach(now):
+            return False
+        self.connected_at = now
+        return True
 
     def silent_for(self, now: float) -> float:
         """Seconds since the viewer last sent RTCP (browsers report every second or so)."""
@@ -225,7 +192,7 @@ class WebRtcViewer:
 
     @property
     def dropped(self) -> int:
-        return sum(sink.stats.dropped for _track, sink in self.sinks)
+        return self.totals().dropped
 
     async def close(self) -> None:
         self.detach()

@@ -25,9 +25,10 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from media.reader import RtpReader
 from media.rtsp_protocol import (
     PUBLIC,
     Authenticator,
@@ -48,7 +49,7 @@ from media.rtsp_protocol import (
     response,
     transport_reply,
 )
-from media.stream import PublishedTrack, SinkStats, Stream, TrackSink
+from media.stream import PublishedTrack, Stream, TrackSink
 
 from .streams import validate_name
 
@@ -77,50 +78,34 @@ class RtspStats:
     dropped: int = 0
 
 
-@dataclass
-class MediaClient:
-    """The media of one RTSP session: a TrackSink per set-up track."""
+class MediaClient(RtpReader):
+    """The media of one RTSP session: a TrackSink per set-up track, and how each reaches the client."""
 
-    state: SessionState
-    stream: Stream
-    sinks: dict[int, tuple[PublishedTrack, TrackSink, Transport]] = field(default_factory=dict)
-    udp_peers: list[tuple[str, int]] = field(default_factory=list)
-    attached: bool = False
+    def __init__(self, state: SessionState, stream: Stream, rtp: Any):
+        super().__init__(stream, rtp)
+        self.state = state
+        self.transports: dict[int, Transport] = {}  # by the stream's track index, as SETUP named it
+        self.udp_peers: list[tuple[str, int]] = []
+        self._by_index: dict[int, tuple[PublishedTrack, TrackSink]] = {}
 
-    def attach(self, now: float) -> None:
-        if self.attached or self.stream.closed:
-            return
-        self.attached = True
-        for track, sink, _transport in self.sinks.values():
-            track.attach(sink, now)
+    def set_track(self, index: int, track: PublishedTrack, sink: TrackSink, transport: Transport,
+                  now: float) -> None:
+        """The track SETUP named, with its sink; a SETUP of the same track again replaces the old one."""
+        old = self._by_index.pop(index, None)
+        if old is not None:
+            old_track, old_sink = old
+            old_track.detach(old_sink)
+            old_sink.output.clear_route()
+            self.sinks.remove(old)
+        self._by_index[index] = (track, sink)
+        self.transports[index] = transport
+        self.add_sink(track, sink, now)
 
-    def detach(self) -> None:
-        for track, sink, _transport in self.sinks.values():
-            track.detach(sink)
-            sink.waiting_keyframe = sink.video  # a PLAY after PAUSE starts at a keyframe again
-        self.attached = False
+    def has_rtcp_channel(self, channel: int) -> bool:
+        return any(t.interleaved is not None and t.interleaved[1] == channel for t in self.transports.values())
 
-    def on_rtcp(self, data: bytes, rtp: Any, now: float) -> None:
-        """A player's RTCP: NACKs are answered from the track's cache, PLI and FIR become keyframe
-        requests to the publisher (rate-limited there), as for WebRTC viewers."""
-        try:
-            packets = rtp.parse_rtcp(data)
-        except ValueError:
-            return
-        for packet in packets:
-            kind = type(packet).__name__
-            for track, sink, _transport in self.sinks.values():
-                if kind == "RtcpNack" and packet.media_ssrc == sink.ssrc:
-                    track.nack(sink, packet.lost)
-                elif kind in ("RtcpPli", "RtcpFir") and sink.video:
-                    track.request_keyframe(now)
-
-    def totals(self) -> SinkStats:
-        total = SinkStats()
-        for _track, sink, _transport in self.sinks.values():
-            total.sent += sink.stats.sent
-            total.dropped += sink.stats.dropped
-        return total
+    def channels(self) -> set[int]:
+        return {ch for t in self.transports.values() if t.interleaved for ch in t.interleaved}
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
@@ -232,7 +217,7 @@ class RtspService:
         if found is not None:
             now = found[1].state.last_activity = self.server.media.now()
             if len(data) >= 8 and 192 <= data[1] <= 223:  # RTCP (RFC 5761 4), not a NAT keep-alive
-                found[1].on_rtcp(data, self.server.media.rtp, now)
+                found[1].on_rtcp(data, now)
 
     def rtp_socket(self) -> socket.socket | None:
         transport = self._rtp.transport if self._rtp is not None else None
@@ -280,8 +265,7 @@ class RtspService:
             "refused": self.stats.refused,
             "udpPorts": list(self.server_ports),
             # per set-up track, how the native fan-out reaches the client ("tcp", "udp")
-            "routes": dict(collections.Counter(sink.output.route for c in clients
-                                               for _t, sink, _tr in c.sinks.values())),
+            "routes": dict(collections.Counter(sink.output.route for c in clients for _t, sink in c.sinks)),
         }
 
 
@@ -329,8 +313,8 @@ class RtspConnection(asyncio.Protocol):
         for event in self.parser.feed(data):
             if isinstance(event, InterleavedFrame):  # the client's RTCP: liveness, counted above
                 for client in self.clients.values():
-                    if any(t.interleaved and t.interleaved[1] == event.channel for _t, _s, t in client.sinks.values()):
-                        client.on_rtcp(event.data, self.service.server.media.rtp, now)
+                    if client.has_rtcp_channel(event.channel):
+                        client.on_rtcp(event.data, now)
                 continue
             if isinstance(event, Request | ParseError):  # a RequestParser makes no Response
                 self._queue.put_nowait(event)
@@ -372,8 +356,7 @@ class RtspConnection(asyncio.Protocol):
     def _end_client(self, client: MediaClient) -> None:
         client.detach()
         client.stream.remove_end_listener(self._stream_ended)
-        for _track, sink, _transport in client.sinks.values():
-            sink.output.clear_route()  # its duplicate of the socket goes now, not when collected
+        client.close_routes()
         self.clients.pop(client.state.id, None)
         self.service.forget(client)
 
@@ -511,12 +494,11 @@ class RtspConnection(asyncio.Protocol):
         existing = self.clients.get(request.session_id or "")
         if existing is not None and existing.stream is not stream:
             raise RtspError(454, "the session's stream was published again: start a new session")
-        used = {ch for c in self.clients.values() for _t, _s, tr in c.sinks.values() if tr.interleaved
-                for ch in tr.interleaved}
+        used = {ch for c in self.clients.values() for ch in c.channels()}
         state, transport = self.machine.setup(request, target, transport, now, used)
         client = self.clients.get(state.id)
         if client is None:
-            client = self.clients[state.id] = MediaClient(state, stream)
+            client = self.clients[state.id] = MediaClient(state, stream, self.service.server.media.rtp)
             self.service.stats.sessions += 1
             stream.on_end(self._stream_ended)
         track = served[track_index]
@@ -537,9 +519,7 @@ class RtspConnection(asyncio.Protocol):
         sink = TrackSink(self.service.server.media.rtp, ssrc, track.codec.payload_type, track.codec.clock_rate,
                          video=track.kind == "video", send_rtp=send_rtp, send_rtcp=send_rtcp)
         self._route(sink, transport)
-        client.sinks[track_index] = (track, sink, transport)
-        if client.attached:  # not reachable today (SETUP while playing is 455), kept safe
-            track.attach(sink, now)
+        client.set_track(track_index, track, sink, transport, now)
         return response(200, cseq, [("Transport", transport_reply(transport, ssrc, server_ports)),
                                     ("Session", self.machine.session_header(state))])
 
@@ -564,7 +544,7 @@ class RtspConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def _outputs(self) -> list[Any]:
-        return [sink.output for client in self.clients.values() for _t, sink, _tr in client.sinks.values()]
+        return [sink.output for client in self.clients.values() for _t, sink in client.sinks]
 
     def pause_writing(self) -> None:
         """asyncio holds bytes for this connection (its limit is 0: any): frames go through it, in order,

@@ -262,16 +262,21 @@ async def test_a_players_nack_is_answered_and_its_pli_asks_the_publisher_for_a_k
     async with Session.connect(server.ws_url) as publishing:
         await publishing.publish("cam1", codec="H264", width=320, height=240)
         client = await RawClient.open(server)
+        _status, _headers, sdp = await client.request("DESCRIBE", rtsp_url(server))
+        video = [line.split()[0] for line in sdp.decode().splitlines() if line.startswith("m=")].index("m=video")
         _session, transports = await play_interleaved(client, rtsp_url(server))
-        video_ssrc = int(transports[0].split("ssrc=")[1], 16)
+        video_ssrc = int(transports[video].split("ssrc=")[1], 16)
+        channel = 2 * video
         await client.read_frames(30)
         assert health(server)["rtsp"]["routes"] == {"tcp": 2}  # frames written by the native fan-out
-        seqs = [rtp.parse_rtp(data).sequence_number for ch, data in client.frames if ch == 0]
+        seqs = [rtp.parse_rtp(data).sequence_number for ch, data in client.frames if ch == channel]
         wanted = seqs[len(seqs) // 2]
-        await client.send_raw(b"$\x01" + len(nack := rtp.build_nack(1, video_ssrc, [wanted])).to_bytes(2, "big") + nack)
+        nack = rtp.build_nack(1, video_ssrc, [wanted])
+        await client.send_raw(bytes([0x24, channel + 1]) + len(nack).to_bytes(2, "big") + nack)
 
         def resent() -> bool:
-            return [rtp.parse_rtp(data).sequence_number for ch, data in client.frames if ch == 0].count(wanted) == 2
+            return [rtp.parse_rtp(data).sequence_number for ch, data in client.frames
+                    if ch == channel].count(wanted) == 2
 
         async with asyncio.timeout(10):
             while not resent():
@@ -289,7 +294,7 @@ async def test_a_players_nack_is_answered_and_its_pli_asks_the_publisher_for_a_k
         pli = rtp.build_pli(1, video_ssrc)
         async with asyncio.timeout(20):
             while keyframe_requests() == before:
-                await client.send_raw(b"$\x01" + len(pli).to_bytes(2, "big") + pli)
+                await client.send_raw(bytes([0x24, channel + 1]) + len(pli).to_bytes(2, "big") + pli)
                 await client.read_frames(len(client.frames) + 10)
         client.close()
 
