@@ -5,16 +5,25 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import pytest
+
+from media import native
 from media.reader import RtpReader
 from media.stream import Codec, PublishedTrack, Stream, TrackSink
-from tests.test_stream_routing import Wire, mods, vp8  # noqa: F401  (mods is a fixture)
+from tests.test_stream_routing import Wire, vp8
+
+
+@pytest.fixture(params=["native", "twin"])
+def mods(request: pytest.FixtureRequest) -> tuple[ModuleType, ModuleType]:
+    python_core = request.param == "twin"
+    return native.rtp_module(python_core), native.track_module(python_core)
 
 VIDEO_SSRC = 0xB1DE0
 AUDIO_SSRC = 0xA0D10
 
 
-def reader_of_two_tracks(mods: tuple[ModuleType, ModuleType]) -> tuple[RtpReader, Wire, list[int]]:
-    rtp, track_mod = mods
+def reader_of_two_tracks(core: tuple[ModuleType, ModuleType]) -> tuple[RtpReader, Wire, list[int]]:
+    rtp, track_mod = core
     stream = Stream("cam")
     requests: list[int] = []
     video = PublishedTrack(Codec("video", "VP8", 90000, 96), track_mod.IngestTrack("VP8", 90000), track_mod,
