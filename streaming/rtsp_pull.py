@@ -43,7 +43,7 @@ from media.rtsp_client import (
     parse_transport_reply,
     sprop_parameter_sets,
 )
-from media.rtsp_protocol import InterleavedFrame, ParseError, Response, ResponseParser
+from media.rtsp_protocol.parser import InterleavedFrame, ParseError, Response, ResponseParser
 from media.sfu import receiver_report
 from media.stream import Codec, PublishedTrack, Stream, StreamNameInUse
 
