@@ -7,7 +7,8 @@ tests/test_depacketize_fuzz.py hold them to it. Nothing here does I/O or reads a
 
 RFC 6184 section 5 (H.264: single NAL units, STAP-A, FU-A; output is Annex B with 4-byte start codes),
 RFC 7741 section 4 (VP8 payload descriptor and payload header), RFC 6386 section 9.1 (VP8 keyframe header),
-RFC 7587 (Opus: one packet, one frame), RFC 3550 appendix A.1 (sequence numbers).
+RFC 7587 (Opus: one packet, one frame), RFC 3550 appendix A.1 (sequence numbers). The H.264 and VP8
+payloads are read by media.payload.
 
 How packets become frames
 - A frame is the packets of one RTP timestamp, from its first packet to the packet with the marker bit,
@@ -61,6 +62,23 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 
+from media.payload import (
+    FU_END,
+    FU_START,
+    NAL_FU_A,
+    NAL_IDR,
+    NAL_PPS,
+    NAL_SPS,
+    NAL_STAP_A,
+    h264_begins,
+    h264_parameter_set,
+    h264_stap_a_unit,
+    vp8_height,
+    vp8_keyframe_header,
+    vp8_payload_start,
+    vp8_starts_frame,
+    vp8_width,
+)
 from media.rtp import parse_rtp
 
 CODECS = ("VP8", "H264", "opus")
@@ -83,14 +101,6 @@ _FU_END = 4
 _FU_WHOLE = 5  # an FU-A with both S and E set: a whole NAL unit
 _IGNORED = 6  # contributes nothing (STAP-B, MTAP, FU-B, reserved types)
 _BROKEN = 7  # malformed: its frame cannot be emitted
-
-_NAL_IDR = 5
-_NAL_SPS = 7
-_NAL_PPS = 8
-_NAL_STAP_A = 24
-_NAL_FU_A = 28
-_MIN_SPS = 4
-_MIN_PPS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,52 +179,43 @@ def _index(name: str, value: int, minimum: int, maximum: int) -> int:
     return value
 
 
-def _h264_begins(nal_type: int, data: bytes, body: int, end: int) -> bool:
-    """Whether a NAL unit of this type, whose body (after the NAL header) starts at data[body], starts an
-    access unit: SEI, SPS, PPS, AUD, or a slice with first_mb_in_slice 0 (ue(v) '1')."""
-    if 6 <= nal_type <= 9:
-        return True
-    if nal_type == 1 or nal_type == _NAL_IDR:
-        return body < end and bool(data[body] & 0x80)
-    return False
-
-
 def _h264_packet(data: bytes, pos: int, end: int, ts: int) -> _Packet:
     """RFC 6184 section 5: one H.264 payload (data[pos:end], not empty)."""
     nal_type = data[pos] & 0x1F
     if 1 <= nal_type <= 23:
         p = _Packet(data, pos, end, _NAL, ts)
-        p.begins = _h264_begins(nal_type, data, pos + 1, end)
-        p.key = nal_type == _NAL_IDR
-        if nal_type <= _NAL_IDR:
+        p.begins = h264_begins(nal_type, data, pos + 1, end)
+        p.key = nal_type == NAL_IDR
+        if nal_type <= NAL_IDR:
             p.vcl = p.pps_vcl = 0
-        elif nal_type == _NAL_PPS:
+        elif nal_type == NAL_PPS:
             p.pps_vcl = 0
-        if nal_type == _NAL_SPS and end - pos >= _MIN_SPS:
+        kept = h264_parameter_set(nal_type, end - pos)
+        if kept == NAL_SPS:
             p.sps = data[pos:end]
-        elif nal_type == _NAL_PPS and end - pos >= _MIN_PPS:
+        elif kept == NAL_PPS:
             p.pps = data[pos:end]
         return p
-    if nal_type == _NAL_STAP_A:
+    if nal_type == NAL_STAP_A:
         return _stap_a(data, pos, end, ts)
-    if nal_type == _NAL_FU_A:
+    if nal_type == NAL_FU_A:
         if end - pos < 3:
             return _Packet(data, pos, pos, _BROKEN, ts)
         fu = data[pos + 1]
         inner = fu & 0x1F
         if inner == 0 or inner > 23:
             return _Packet(data, pos, pos, _BROKEN, ts)
-        if fu & 0x80:
-            kind = _FU_WHOLE if fu & 0x40 else _FU_START
+        if fu & FU_START:
+            kind = _FU_WHOLE if fu & FU_END else _FU_START
         else:
-            kind = _FU_END if fu & 0x40 else _FU_MIDDLE
+            kind = _FU_END if fu & FU_END else _FU_MIDDLE
         p = _Packet(data, pos + 2, end, kind, ts)
         p.header = data[pos] & 0xE0 | inner
-        p.begins = bool(fu & 0x80) and _h264_begins(inner, data, pos + 2, end)
-        p.key = inner == _NAL_IDR
-        if fu & 0x80 and inner <= _NAL_IDR:
+        p.begins = bool(fu & FU_START) and h264_begins(inner, data, pos + 2, end)
+        p.key = inner == NAL_IDR
+        if fu & FU_START and inner <= NAL_IDR:
             p.vcl = p.pps_vcl = 0
-        elif fu & 0x80 and inner == _NAL_PPS:
+        elif fu & FU_START and inner == NAL_PPS:
             p.pps_vcl = 0
         return p
     # 0, 30, 31: reserved; 25, 26, 27, 29: STAP-B, MTAP16, MTAP24, FU-B (interleaved mode only).
@@ -230,26 +231,25 @@ def _stap_a(data: bytes, pos: int, end: int, ts: int) -> _Packet:
     vcl = pps_vcl = -1
     at = pos + 1
     while at < end:
-        if at + 2 > end:
+        size = h264_stap_a_unit(data, at, end)
+        if size < 0:
             return _Packet(data, pos, pos, _BROKEN, ts)
-        size = data[at] << 8 | data[at + 1]
         at += 2
-        if size == 0 or at + size > end:
-            return _Packet(data, pos, pos, _BROKEN, ts)
         inner = data[at] & 0x1F
         if inner == 0 or inner > 23:
             return _Packet(data, pos, pos, _BROKEN, ts)
         if not out:
-            begins = _h264_begins(inner, data, at + 1, at + size)
-        if vcl < 0 and inner <= _NAL_IDR:
+            begins = h264_begins(inner, data, at + 1, at + size)
+        if vcl < 0 and inner <= NAL_IDR:
             vcl = len(out)
-        if pps_vcl < 0 and (inner <= _NAL_IDR or inner == _NAL_PPS):
+        if pps_vcl < 0 and (inner <= NAL_IDR or inner == NAL_PPS):
             pps_vcl = len(out)
-        if inner == _NAL_IDR:
+        kept = h264_parameter_set(inner, size)
+        if inner == NAL_IDR:
             key = True
-        elif inner == _NAL_SPS and size >= _MIN_SPS:
+        elif kept == NAL_SPS:
             sps = data[at : at + size]
-        elif inner == _NAL_PPS and size >= _MIN_PPS:
+        elif kept == NAL_PPS:
             pps = data[at : at + size]
         out += START_CODE
         out += data[at : at + size]
@@ -268,38 +268,23 @@ def _stap_a(data: bytes, pos: int, end: int, ts: int) -> _Packet:
 
 
 def _vp8_packet(data: bytes, pos: int, end: int, ts: int) -> _Packet:
-    """RFC 7741 section 4.2: X|R|N|S|R|PID, then with X an I|L|T|K byte, with I a 7- or 15-bit PictureID
-    (M bit), with L a TL0PICIDX byte, with T or K a TID|Y|KEYIDX byte; every field must be present. The
-    partition data follows. Where S=1 and PID=0 the frame starts with the payload header (RFC 6386 9.1):
-    P=0 marks a keyframe, whose header must be whole (10 bytes, start code 9d 01 2a)."""
-    first = data[pos]
+    """RFC 7741 section 4.2: the payload descriptor (media.payload.vp8_payload_start), then the partition
+    data. Where the descriptor starts a frame, the frame starts with the payload header (RFC 6386 9.1):
+    P=0 marks a keyframe, whose header must be whole (media.payload.vp8_keyframe_header)."""
     broken = _Packet(data, pos, pos, _BROKEN, ts)
-    broken.begins = bool(first & 0x10) and not first & 0x07  # so that its frame is dropped at once
-    at = pos + 1
-    if first & 0x80:
-        if at >= end:
-            return broken
-        extension = data[at]
-        at += 1
-        if extension & 0x80:
-            if at >= end:
-                return broken
-            at += 2 if data[at] & 0x80 else 1
-        if extension & 0x40:
-            at += 1
-        if extension & 0x30:
-            at += 1
-        if at > end:
-            return broken
+    broken.begins = vp8_starts_frame(data[pos])  # so that its frame is dropped at once
+    at = vp8_payload_start(data, pos, end)
+    if at < 0:
+        return broken
     p = _Packet(data, at, end, _RAW, ts)
     if broken.begins:
         p.begins = True
         if at < end and not data[at] & 0x01:
-            if at + 10 > end or data[at + 3] != 0x9D or data[at + 4] != 0x01 or data[at + 5] != 0x2A:
+            if not vp8_keyframe_header(data, at, end):
                 return broken
             p.key = True
-            p.width = (data[at + 6] | data[at + 7] << 8) & 0x3FFF
-            p.height = (data[at + 8] | data[at + 9] << 8) & 0x3FFF
+            p.width = vp8_width(data, at)
+            p.height = vp8_height(data, at)
     return p
 
 

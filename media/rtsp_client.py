@@ -13,7 +13,9 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .rtsp_protocol import MAX_REQUEST_LINE, digest_response, message, parse_auth_params, port_pair
+from .rtsp_protocol.auth import digest_response, parse_auth_params
+from .rtsp_protocol.parser import MAX_REQUEST_LINE, message
+from .rtsp_protocol.transport import port_pair
 
 MAX_URL = 2048
 DEFAULT_PORT = 554

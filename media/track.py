@@ -7,7 +7,8 @@ here does I/O, reads a clock or imports asyncio: time comes in as the `now` argu
 
 RFC 3550 appendix A.1 (sequence number validation), A.3 (loss), A.8 (interarrival jitter) and 6.4.1
 (report block fields), RFC 4585 (the cache that answers generic NACKs), RFC 7741 section 4 (VP8 payload
-descriptor and header), RFC 6184 section 5 (H.264 single NAL units, STAP-A, FU-A).
+descriptor and header), RFC 6184 section 5 (H.264 single NAL units, STAP-A, FU-A), the last two read by
+media.payload.
 
 What counts as broken:
 - A packet whose RTP header does not parse (media.rtp.parse_rtp) raises ValueError with parse_rtp's
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 import operator
 
+from media.payload import h264_keyframe_start, vp8_keyframe_start
 from media.rtp import parse_rtp
 
 # push() flags.
@@ -42,18 +44,6 @@ _CODEC_NAMES = {name.lower(): name for name in CODECS}
 
 _NO_BAD_SEQ = RTP_SEQ_MOD + 1  # A.1: a value no 16-bit sequence number can match
 _TWO_32 = 1 << 32
-_NOTHING: tuple[bool, bytes | None, bytes | None] = (False, None, None)
-
-# H.264 NAL unit types, RFC 6184 section 5.2 and ITU-T H.264 table 7-1.
-_NAL_IDR = 5
-_NAL_SPS = 7
-_NAL_PPS = 8
-_NAL_STAP_A = 24
-_NAL_FU_A = 28
-# Shortest parameter sets worth keeping: an SPS needs profile_idc, constraint flags and level_idc after
-# its NAL header (they make profile-level-id); a PPS needs one byte of body.
-_MIN_SPS = 4
-_MIN_PPS = 2
 
 # How push() classified a packet's sequence number.
 _FIRST = 0
@@ -80,83 +70,6 @@ def _seconds(name: str, value: float) -> float:
     if not math.isfinite(seconds):
         raise ValueError(f"{name} out of range: {value!r}")
     return seconds
-
-
-def _vp8_keyframe_start(data: bytes, pos: int, end: int) -> bool:
-    """Whether a VP8 payload (data[pos:end]) is the first packet of a keyframe.
-
-    RFC 7741 section 4.2: the payload descriptor is X|R|N|S|R|PID, then with X an I|L|T|K byte, with I a 7-
-    or 15-bit PictureID (M bit), with L a TL0PICIDX byte, with T or K a TID|Y|KEYIDX byte. A frame starts
-    where S=1 and PID=0. Section 4.3 and RFC 6386 section 9.1: the payload header of a keyframe has the P
-    bit clear and is 10 bytes long, the start code 9d 01 2a at bytes 3..5; all of it must be present.
-    """
-    if pos >= end:
-        return False
-    first = data[pos]
-    if not first & 0x10 or first & 0x07:
-        return False
-    pos += 1
-    if first & 0x80:
-        if pos >= end:
-            return False
-        extension = data[pos]
-        pos += 1
-        if extension & 0x80:
-            if pos >= end:
-                return False
-            pos += 2 if data[pos] & 0x80 else 1
-        if extension & 0x40:
-            pos += 1
-        if extension & 0x30:
-            pos += 1
-    if pos + 10 > end:
-        return False
-    return not data[pos] & 0x01 and data[pos + 3] == 0x9D and data[pos + 4] == 0x01 and data[pos + 5] == 0x2A
-
-
-def _h264_payload(data: bytes, pos: int, end: int) -> tuple[bool, bytes | None, bytes | None]:
-    """(starts an IDR picture, SPS, PPS) of one H.264 payload (data[pos:end]), RFC 6184 section 5.
-
-    Single NAL units (types 1-23), STAP-A (24: every 16-bit length must fit and the NAL units must end
-    exactly at the end of the payload, or the whole packet counts as malformed) and FU-A (28: the start
-    bit and the original type in the FU header). Parameter sets are taken only unfragmented. Anything
-    else, or anything malformed, is (False, None, None).
-    """
-    if pos >= end:
-        return _NOTHING
-    nal_type = data[pos] & 0x1F
-    if nal_type == _NAL_STAP_A:
-        idr = False
-        sps = pps = None
-        pos += 1
-        while pos < end:
-            if pos + 2 > end:
-                return _NOTHING
-            size = data[pos] << 8 | data[pos + 1]
-            pos += 2
-            if size == 0 or pos + size > end:
-                return _NOTHING
-            inner = data[pos] & 0x1F
-            if inner == _NAL_IDR:
-                idr = True
-            elif inner == _NAL_SPS and size >= _MIN_SPS:
-                sps = data[pos : pos + size]
-            elif inner == _NAL_PPS and size >= _MIN_PPS:
-                pps = data[pos : pos + size]
-            pos += size
-        return idr, sps, pps
-    if nal_type == _NAL_FU_A:
-        if pos + 2 > end:
-            return _NOTHING
-        header = data[pos + 1]
-        return bool(header & 0x80) and header & 0x1F == _NAL_IDR, None, None
-    if nal_type == _NAL_IDR:
-        return True, None, None
-    if nal_type == _NAL_SPS and end - pos >= _MIN_SPS:
-        return False, data[pos:end], None
-    if nal_type == _NAL_PPS and end - pos >= _MIN_PPS:
-        return False, None, data[pos:end]
-    return _NOTHING
 
 
 class IngestTrack:
@@ -384,7 +297,7 @@ class IngestTrack:
             pos = header.payload_offset
             end = pos + header.payload_length
             if self._h264:
-                idr, sps, pps = _h264_payload(packet, pos, end)
+                idr, sps, pps = h264_keyframe_start(packet, pos, end)
                 start = idr
                 if sps is not None or pps is not None:
                     flags |= SPS_PPS
@@ -395,7 +308,7 @@ class IngestTrack:
                     if pps is not None and (kind != _LATE or self._pps is None):
                         self._pps = pps
             else:
-                start = _vp8_keyframe_start(packet, pos, end)
+                start = vp8_keyframe_start(packet, pos, end)
             flags |= self._keep(packet, ext, ts, start, header.payload_length, seconds)
         return flags
 

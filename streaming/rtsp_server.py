@@ -29,26 +29,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from media.reader import RtpReader
-from media.rtsp_protocol import (
-    PUBLIC,
-    Authenticator,
-    InterleavedFrame,
-    ParseError,
-    Request,
-    RequestParser,
-    RtspError,
-    SdpTrack,
-    SessionMachine,
-    SessionState,
-    Target,
-    Transport,
-    UnsupportedTransport,
-    build_sdp,
-    parse_target,
-    parse_transport,
-    response,
-    transport_reply,
-)
+from media.rtsp_protocol.auth import Authenticator
+from media.rtsp_protocol.parser import InterleavedFrame, ParseError, Request, RequestParser, response
+from media.rtsp_protocol.sdp import SdpTrack, build_sdp
+from media.rtsp_protocol.session import PUBLIC, RtspError, SessionMachine, SessionState, Target, parse_target
+from media.rtsp_protocol.transport import Transport, UnsupportedTransport, parse_transport, transport_reply
 from media.stream import PublishedTrack, Stream, TrackSink
 
 from .streams import validate_name

@@ -29,7 +29,7 @@ from .hooks import HookClient
 from .keepalive import StreamKeepAlive
 from .recording import RecordingService
 from .rest_config import default_method_config
-from .rtsp_pull import PullService
+from .rtsp_pull import PullService, PullSettings
 from .rtsp_server import RtspService
 from .session import Session, SessionRegistry
 from .snapshots import SnapshotService
@@ -63,7 +63,9 @@ class Server:
         self.hls = HlsService(self, self.transcoders)
         self.recording = RecordingService(self)
         self.rtsp = RtspService(self)
-        self.pulls = PullService(self)
+        self.pulls = PullService(self.streams.registry, self.media, PullSettings.from_config(config),
+                                 on_published=self.stream_published, on_unpublished=self.stream_unpublished,
+                                 end_viewers=self.streams.end_viewers)
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())
         self.events = StreamEvents(self, max_payload=config["data.max_payload_bytes"])
         self.keepalive = StreamKeepAlive(self, interval=config["hooks.keepalive_interval"])

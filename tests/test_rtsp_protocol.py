@@ -8,31 +8,21 @@ import random
 
 import pytest
 
-from media.rtsp_protocol import (
+from media.rtsp_protocol.auth import Authenticator, digest_response, parse_auth_params
+from media.rtsp_protocol.parser import (
     MAX_BODY,
     MAX_HEADERS,
     MAX_REQUEST_LINE,
-    PLAYING,
-    READY,
-    Authenticator,
     Event,
     InterleavedFrame,
     ParseError,
     Request,
     RequestParser,
-    RtspError,
-    SdpTrack,
-    SessionMachine,
-    Transport,
-    UnsupportedTransport,
-    build_sdp,
-    digest_response,
-    parse_auth_params,
-    parse_target,
-    parse_transport,
     response,
-    transport_reply,
 )
+from media.rtsp_protocol.sdp import SdpTrack, build_sdp
+from media.rtsp_protocol.session import PLAYING, READY, RtspError, SessionMachine, parse_target
+from media.rtsp_protocol.transport import Transport, UnsupportedTransport, parse_transport, transport_reply
 
 DESCRIBE = b"DESCRIBE rtsp://127.0.0.1:554/cam1 RTSP/1.0\r\nCSeq: 2\r\nAccept: application/sdp\r\n\r\n"
 SET_PARAMETER = b"SET_PARAMETER rtsp://h/cam1 RTSP/1.0\r\nCSeq: 3\r\nContent-Length: 5\r\n\r\nhello"

@@ -27,7 +27,8 @@ from media.rtsp_client import (
     parse_transport_reply,
     sprop_parameter_sets,
 )
-from media.rtsp_protocol import Authenticator, InterleavedFrame, ParseError, RequestParser, Response, ResponseParser
+from media.rtsp_protocol.auth import Authenticator
+from media.rtsp_protocol.parser import InterleavedFrame, ParseError, RequestParser, Response, ResponseParser
 from streaming.rtsp_pull import masked
 from tests.support.browser import Browser, browser_fixture, chromium_fixture  # noqa: F401
 from tests.support.camera_process import Camera

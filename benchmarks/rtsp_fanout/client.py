@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from benchmarks.fanout.children import serve
 from media.rtsp_client import build_request, parse_sdp, parse_session, parse_transport_reply
-from media.rtsp_protocol import Response, ResponseParser
+from media.rtsp_protocol.parser import Response, ResponseParser
 
 RTCP_INTERVAL = 5.0  # seconds between receiver reports
 KEEPALIVE_INTERVAL = 20.0  # seconds between OPTIONS keep-alives (servers' session timeouts are 60 s)

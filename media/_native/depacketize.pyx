@@ -7,11 +7,29 @@ file is compiled with bounds checking off: every read of a packet goes through a
 explicit length check, so each check below is what stands between hostile input and an out-of-bounds
 read. Frames are assembled with one allocation and memcpy from the stored packets.
 
-RFC 6184 section 5; RFC 7741 section 4; RFC 6386 section 9.1; RFC 7587; RFC 3550 appendix A.1.
+RFC 6184 section 5, RFC 7741 section 4 and RFC 6386 section 9.1 (media/_native/payload.pxd); RFC 7587;
+RFC 3550 appendix A.1.
 """
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from media._native.payload cimport (
+    FU_END,
+    FU_START,
+    NAL_FU_A,
+    NAL_IDR,
+    NAL_PPS,
+    NAL_SPS,
+    NAL_STAP_A,
+    h264_begins,
+    h264_parameter_set,
+    h264_stap_a_unit,
+    vp8_height,
+    vp8_keyframe_header,
+    vp8_payload_start,
+    vp8_starts_frame,
+    vp8_width,
+)
 from media._native.rtp_header cimport _rd16, _rd32, _rtp_payload
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy
@@ -38,13 +56,6 @@ cdef enum:
     _FU_WHOLE = 5
     _IGNORED = 6
     _BROKEN = 7
-    _NAL_IDR = 5
-    _NAL_SPS = 7
-    _NAL_PPS = 8
-    _NAL_STAP_A = 24
-    _NAL_FU_A = 28
-    _MIN_SPS = 4
-    _MIN_PPS = 2
     _SEQ_MOD = 65536
     _DROPOUT = 3000
     _MISORDER = 100
@@ -176,54 +187,47 @@ def _lowest(_Pending frame):
     return frame.lowest
 
 
-cdef inline bint _h264_begins(int nal_type, const uint8_t* p, Py_ssize_t body, Py_ssize_t end) noexcept:
-    if 6 <= nal_type <= 9:
-        return True
-    if nal_type == 1 or nal_type == _NAL_IDR:
-        return body < end and (p[body] & 0x80) != 0
-    return False
-
-
 cdef _Packet _h264_packet(bytes data, const uint8_t* p, Py_ssize_t pos, Py_ssize_t end):
     cdef int nal_type = p[pos] & 0x1F
-    cdef int inner, kind
+    cdef int inner, kind, kept
     cdef uint8_t fu
     cdef _Packet pk
     if 1 <= nal_type <= 23:
         pk = _packet(data, pos, end, _NAL)
-        pk.begins = _h264_begins(nal_type, p, pos + 1, end)
-        pk.key = nal_type == _NAL_IDR
-        if nal_type <= _NAL_IDR:
+        pk.begins = h264_begins(nal_type, p, pos + 1, end)
+        pk.key = nal_type == NAL_IDR
+        if nal_type <= NAL_IDR:
             pk.vcl = 0
             pk.pps_vcl = 0
-        elif nal_type == _NAL_PPS:
+        elif nal_type == NAL_PPS:
             pk.pps_vcl = 0
-        if nal_type == _NAL_SPS and end - pos >= _MIN_SPS:
+        kept = h264_parameter_set(nal_type, end - pos)
+        if kept == NAL_SPS:
             pk.sps = PyBytes_FromStringAndSize(<const char*>p + pos, end - pos)
-        elif nal_type == _NAL_PPS and end - pos >= _MIN_PPS:
+        elif kept == NAL_PPS:
             pk.pps = PyBytes_FromStringAndSize(<const char*>p + pos, end - pos)
         return pk
-    if nal_type == _NAL_STAP_A:
+    if nal_type == NAL_STAP_A:
         return _stap_a(data, p, pos, end)
-    if nal_type == _NAL_FU_A:
+    if nal_type == NAL_FU_A:
         if end - pos < 3:
             return _packet(data, pos, pos, _BROKEN)
         fu = p[pos + 1]
         inner = fu & 0x1F
         if inner == 0 or inner > 23:
             return _packet(data, pos, pos, _BROKEN)
-        if fu & 0x80:
-            kind = _FU_WHOLE if fu & 0x40 else _FU_START
+        if fu & FU_START:
+            kind = _FU_WHOLE if fu & FU_END else _FU_START
         else:
-            kind = _FU_END if fu & 0x40 else _FU_MIDDLE
+            kind = _FU_END if fu & FU_END else _FU_MIDDLE
         pk = _packet(data, pos + 2, end, kind)
         pk.header = (p[pos] & 0xE0) | inner
-        pk.begins = (fu & 0x80) != 0 and _h264_begins(inner, p, pos + 2, end)
-        pk.key = inner == _NAL_IDR
-        if (fu & 0x80) and inner <= _NAL_IDR:
+        pk.begins = (fu & FU_START) != 0 and h264_begins(inner, p, pos + 2, end)
+        pk.key = inner == NAL_IDR
+        if (fu & FU_START) and inner <= NAL_IDR:
             pk.vcl = 0
             pk.pps_vcl = 0
-        elif (fu & 0x80) and inner == _NAL_PPS:
+        elif (fu & FU_START) and inner == NAL_PPS:
             pk.pps_vcl = 0
         return pk
     return _packet(data, pos, pos, _IGNORED)
@@ -232,31 +236,30 @@ cdef _Packet _h264_packet(bytes data, const uint8_t* p, Py_ssize_t pos, Py_ssize
 cdef _Packet _stap_a(bytes data, const uint8_t* p, Py_ssize_t pos, Py_ssize_t end):
     cdef Py_ssize_t at = pos + 1, size, total = 0, first_at = -1, sps = -1, sps_len = 0, pps = -1, pps_len = 0
     cdef Py_ssize_t vcl = -1, pps_vcl = -1
-    cdef int inner
+    cdef int inner, kept
     cdef bint key = False
     # First pass: check the lengths and find the parameter sets; second: copy out as Annex B.
     while at < end:
-        if at + 2 > end:
+        size = h264_stap_a_unit(p, at, end)
+        if size < 0:
             return _packet(data, pos, pos, _BROKEN)
-        size = _rd16(p + at)
         at += 2
-        if size == 0 or at + size > end:
-            return _packet(data, pos, pos, _BROKEN)
         inner = p[at] & 0x1F
         if inner == 0 or inner > 23:
             return _packet(data, pos, pos, _BROKEN)
         if first_at < 0:
             first_at = at
-        if vcl < 0 and inner <= _NAL_IDR:
+        if vcl < 0 and inner <= NAL_IDR:
             vcl = total
-        if pps_vcl < 0 and (inner <= _NAL_IDR or inner == _NAL_PPS):
+        if pps_vcl < 0 and (inner <= NAL_IDR or inner == NAL_PPS):
             pps_vcl = total
-        if inner == _NAL_IDR:
+        kept = h264_parameter_set(inner, size)
+        if inner == NAL_IDR:
             key = True
-        elif inner == _NAL_SPS and size >= _MIN_SPS:
+        elif kept == NAL_SPS:
             sps = at
             sps_len = size
-        elif inner == _NAL_PPS and size >= _MIN_PPS:
+        elif kept == NAL_PPS:
             pps = at
             pps_len = size
         total += 4 + size
@@ -277,7 +280,7 @@ cdef _Packet _stap_a(bytes data, const uint8_t* p, Py_ssize_t pos, Py_ssize_t en
         w += 4 + size
         at += size
     cdef _Packet pk = _packet(out, 0, total, _RAW)
-    pk.begins = _h264_begins(p[first_at] & 0x1F, p, first_at + 1, first_at + _rd16(p + first_at - 2))
+    pk.begins = h264_begins(p[first_at] & 0x1F, p, first_at + 1, first_at + _rd16(p + first_at - 2))
     pk.key = key
     pk.vcl = vcl
     pk.pps_vcl = pps_vcl
@@ -289,35 +292,22 @@ cdef _Packet _stap_a(bytes data, const uint8_t* p, Py_ssize_t pos, Py_ssize_t en
 
 
 cdef _Packet _vp8_packet(bytes data, const uint8_t* p, Py_ssize_t pos, Py_ssize_t end):
-    cdef uint8_t first = p[pos], extension
-    cdef Py_ssize_t at = pos + 1
+    cdef Py_ssize_t at
     cdef _Packet pk
     cdef _Packet broken = _packet(data, pos, pos, _BROKEN)
-    broken.begins = (first & 0x10) != 0 and (first & 0x07) == 0  # so that its frame is dropped at once
-    if first & 0x80:
-        if at >= end:
-            return broken
-        extension = p[at]
-        at += 1
-        if extension & 0x80:
-            if at >= end:
-                return broken
-            at += 2 if p[at] & 0x80 else 1
-        if extension & 0x40:
-            at += 1
-        if extension & 0x30:
-            at += 1
-        if at > end:
-            return broken
+    broken.begins = vp8_starts_frame(p[pos])  # so that its frame is dropped at once
+    at = vp8_payload_start(p, pos, end)
+    if at < 0:
+        return broken
     pk = _packet(data, at, end, _RAW)
     if broken.begins:
         pk.begins = True
         if at < end and not (p[at] & 0x01):
-            if at + 10 > end or p[at + 3] != 0x9D or p[at + 4] != 0x01 or p[at + 5] != 0x2A:
+            if not vp8_keyframe_header(p, at, end):
                 return broken
             pk.key = True
-            pk.width = (p[at + 6] | (p[at + 7] << 8)) & 0x3FFF
-            pk.height = (p[at + 8] | (p[at + 9] << 8)) & 0x3FFF
+            pk.width = vp8_width(p, at)
+            pk.height = vp8_height(p, at)
     return pk
 
 

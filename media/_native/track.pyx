@@ -7,7 +7,8 @@ every read of a packet goes through a raw pointer after an explicit length check
 what stands between hostile input and an out-of-bounds read. No I/O, no clock reads; `now` comes in as an
 argument.
 
-RFC 3550 appendix A.1, A.3, A.8 and section 6.4.1; RFC 4585; RFC 7741 section 4; RFC 6184 section 5.
+RFC 3550 appendix A.1, A.3, A.8 and section 6.4.1; RFC 4585; RFC 7741 section 4 and RFC 6184 section 5
+(media/_native/payload.pxd).
 """
 
 cimport cython
@@ -16,6 +17,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyNumber_Index
 from libc.math cimport floor, fmod, isfinite
+from media._native.payload cimport h264_keyframe_start, vp8_keyframe_start
 from media._native.rtp_header cimport _rd16, _rd32, _rtp_payload
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memset
@@ -52,14 +54,6 @@ cdef enum:
     _FIRST = 0
     _IN_ORDER = 1
     _LATE = 2
-    # H.264 NAL unit types, RFC 6184 section 5.2
-    _NAL_IDR = 5
-    _NAL_SPS = 7
-    _NAL_PPS = 8
-    _NAL_STAP_A = 24
-    _NAL_FU_A = 28
-    _MIN_SPS = 4
-    _MIN_PPS = 2
 
 
 cdef object _index(str name, object value, object maximum):
@@ -84,85 +78,6 @@ cdef double _seconds(str name, object value) except? -1.0:
     if not isfinite(seconds):
         raise ValueError(f"{name} out of range: {value!r}")
     return seconds
-
-
-cdef bint _vp8_keyframe_start(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end) noexcept nogil:
-    # RFC 7741 section 4.2 (descriptor) and 4.3 with RFC 6386 section 9.1 (keyframe payload header).
-    cdef uint8_t first, extension
-    if pos >= end:
-        return False
-    first = p[pos]
-    if not (first & 0x10) or (first & 0x07):
-        return False
-    pos += 1
-    if first & 0x80:
-        if pos >= end:
-            return False
-        extension = p[pos]
-        pos += 1
-        if extension & 0x80:
-            if pos >= end:
-                return False
-            pos += 2 if p[pos] & 0x80 else 1
-        if extension & 0x40:
-            pos += 1
-        if extension & 0x30:
-            pos += 1
-    if pos + 10 > end:
-        return False
-    return not (p[pos] & 0x01) and p[pos + 3] == 0x9D and p[pos + 4] == 0x01 and p[pos + 5] == 0x2A
-
-
-cdef bint _h264_payload(const uint8_t* p, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t* sps, Py_ssize_t* sps_len,
-                        Py_ssize_t* pps, Py_ssize_t* pps_len) noexcept nogil:
-    """Whether an H.264 payload starts an IDR picture; sets sps/pps to the offsets of parameter sets
-    (-1 when none). A malformed payload gives False and no parameter sets (RFC 6184 section 5)."""
-    cdef uint8_t nal_type, inner, header
-    cdef Py_ssize_t size
-    cdef bint idr = False
-    sps[0] = -1
-    pps[0] = -1
-    if pos >= end:
-        return False
-    nal_type = p[pos] & 0x1F
-    if nal_type == _NAL_STAP_A:
-        pos += 1
-        while pos < end:
-            if pos + 2 > end:
-                sps[0] = -1
-                pps[0] = -1
-                return False
-            size = _rd16(p + pos)
-            pos += 2
-            if size == 0 or pos + size > end:
-                sps[0] = -1
-                pps[0] = -1
-                return False
-            inner = p[pos] & 0x1F
-            if inner == _NAL_IDR:
-                idr = True
-            elif inner == _NAL_SPS and size >= _MIN_SPS:
-                sps[0] = pos
-                sps_len[0] = size
-            elif inner == _NAL_PPS and size >= _MIN_PPS:
-                pps[0] = pos
-                pps_len[0] = size
-            pos += size
-        return idr
-    if nal_type == _NAL_FU_A:
-        if pos + 2 > end:
-            return False
-        header = p[pos + 1]
-        return (header & 0x80) != 0 and (header & 0x1F) == _NAL_IDR
-    if nal_type == _NAL_IDR:
-        return True
-    if nal_type == _NAL_SPS and end - pos >= _MIN_SPS:
-        sps[0] = pos
-        sps_len[0] = end - pos
-    elif nal_type == _NAL_PPS and end - pos >= _MIN_PPS:
-        pps[0] = pos
-        pps_len[0] = end - pos
-    return False
 
 
 @cython.final
@@ -400,7 +315,7 @@ cdef class IngestTrack:
 
         if self._video:
             if self._h264:
-                start = _h264_payload(p, offset, offset + length, &sps, &sps_len, &pps, &pps_len)
+                start = h264_keyframe_start(p, offset, offset + length, &sps, &sps_len, &pps, &pps_len)
                 if sps >= 0 or pps >= 0:
                     flags |= _F_SPS_PPS
                     start = True
@@ -410,7 +325,7 @@ cdef class IngestTrack:
                     if pps >= 0 and (kind != _LATE or self._pps is None):
                         self._pps = PyBytes_FromStringAndSize(<const char*>p + pps, pps_len)
             else:
-                start = _vp8_keyframe_start(p, offset, offset + length)
+                start = vp8_keyframe_start(p, offset, offset + length)
             flags |= self._keep(packet, n, ext, ts, start, length, seconds)
         return flags
 
