@@ -55,9 +55,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.fanout import procstat, sniffer, worker  # noqa: E402
+from benchmarks.fanout import janus, procstat, sniffer, worker  # noqa: E402
 from benchmarks.fanout.children import BenchError, Child, call_all  # noqa: E402
 from benchmarks.fanout.source import FPS, MediaFiles, ensure_media  # noqa: E402
+from benchmarks.rtsp_fanout.feeder import AUDIO_SSRC, VIDEO_SSRC, ensure_input, ensure_rtp_dump  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
 STREAM = "fanout"
@@ -70,7 +71,9 @@ IMPLEMENTATIONS = {
     "native": "SFU, native core",
     "twin": "SFU, Python twin",
     "relay": "aiortc MediaRelay",
+    "janus": "Janus 1.1 streaming",
 }
+IDLE_SECONDS = 2.0  # publisher alone, no viewer: the server's idle CPU share, subtracted for the net figure
 
 
 class RelayProcess:
@@ -208,6 +211,7 @@ class Step:
     latency: dict[str, Any] = field(default_factory=dict)
     rss_kib: int = 0
     rss_base_kib: int = 0
+    idle_share: float = float("nan")  # server CPU share with the publisher alone (ingest, timers)
     server_udp_drops: int = 0
     viewer_udp_drops: int = 0
     client_cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core
@@ -219,6 +223,13 @@ class Step:
     @property
     def us_per_packet(self) -> float:
         return self.cpu_s * 1e6 / self.sent if self.sent else float("nan")
+
+    @property
+    def net_us_per_packet(self) -> float:
+        """CPU per forwarded packet net of the idle baseline (what the viewers add)."""
+        if not self.sent or self.idle_share != self.idle_share:
+            return float("nan")
+        return max(0.0, self.cpu_s - self.idle_share * self.window_s) * 1e6 / self.sent
 
     @property
     def packets_per_s(self) -> float:
@@ -240,6 +251,8 @@ class Step:
             "impl": self.impl, "viewers": self.n, "viewers_ok": self.viewers_ok,
             "join_errors": len(self.join_errors), "first_join_errors": self.join_errors[:2],
             "cpu_us_per_packet": r(self.us_per_packet),
+            "cpu_net_us_per_packet": r(self.net_us_per_packet),
+            "server_idle_cpu_share": r(self.idle_share, 3),
             "cpu_sys_us_per_packet": r(self.sys_s * 1e6 / self.sent) if self.sent else None,
             "server_cpu_share": r(self.cpu_share, 3),
             "packets_per_s": r(self.packets_per_s, 1), "packets_sent": self.sent,
@@ -281,6 +294,7 @@ class Bench:
         self.steps: list[Step] = []
         self.profile: dict[str, Any] = {}
         self.skipped: list[str] = []
+        self.source_pid = self.publisher.pid  # what sends the media: the publisher, or Janus's feeder
 
     def close(self) -> None:
         for child in [self.publisher, *self.viewers, self.sniffer]:
@@ -291,6 +305,8 @@ class Bench:
 
     def run(self) -> None:
         impls = ["native"]
+        if not self.args.skip_janus:
+            impls.append("janus")  # right after ours, so the ratio is always in the run
         if not self.args.skip_twin:
             impls.append("twin")
         if not self.args.skip_relay:
@@ -304,8 +320,16 @@ class Bench:
     def run_impl(self, impl: str) -> None:
         log(f"== {IMPLEMENTATIONS[impl]}")
         data = self.tmp / impl
-        proc: RelayProcess | ServerProcess
-        if impl == "relay":
+        proc: RelayProcess | ServerProcess | janus.JanusPeer
+        self.source_pid = self.publisher.pid
+        if impl == "janus":
+            peer = janus.JanusPeer(data, ensure_rtp_dump(ensure_input(self.media.video, self.media.audio)))
+            proc, pid, url, rest_url = peer, 0, peer.janus.url, peer.janus.admin_url
+
+            def counters(_url: str) -> ServerCounters:
+                totals = peer.totals()
+                return ServerCounters(totals.sent, 0, 0, totals.viewers, 0)
+        elif impl == "relay":
             relay = RelayProcess(self.tmp / "relay.log").start()
             assert relay.proc is not None
             proc, pid, url, rest_url = relay, relay.proc.pid, relay.rest_url, relay.rest_url
@@ -316,15 +340,21 @@ class Bench:
             proc, pid, url, rest_url = server, server.proc.pid, server.ws_url, server.rest_url
             counters = sfu_counters
         try:
-            mode = "relay" if impl == "relay" else "sfu"
-            ssrcs = self.publisher.call("publish", 40, mode=mode, url=url, name=STREAM,
-                                        video=str(self.media.video), audio=str(self.media.audio))["ssrcs"]
+            mode = {"relay": "relay", "janus": "janus"}.get(impl, "sfu")
+            if mode == "janus":  # the feeder sends the same media as pre-packetized RTP over UDP
+                peer.start()
+                pid, self.source_pid = peer.pid, peer.feeder_pid
+                ssrcs = {"video": VIDEO_SSRC, "audio": AUDIO_SSRC}
+            else:
+                ssrcs = self.publisher.call("publish", 40, mode=mode, url=url, name=STREAM,
+                                            video=str(self.media.video), audio=str(self.media.audio))["ssrcs"]
             if mode == "sfu":
                 # Steady state: a whole GOP seen (the GOP cache full), before the memory baseline.
                 wait_until(lambda: counters(rest_url).keyframes >= 2, 20, "the publisher's second keyframe")
-            else:
+            elif mode == "relay":
                 wait_until(lambda: http_json(f"{rest_url}/stats")["tracks"] >= 2, 20, "the publisher's tracks")
             base_rss = procstat.rss_kib(pid)
+            idle_share = idle_cpu_share(pid, self.args.idle_seconds)
             steps = self.steps_for(impl)
             have = [0] * len(self.viewers)
             for n in steps:
@@ -338,6 +368,7 @@ class Bench:
                     self.skipped.append(f"{impl} N={n}: {exc}")
                     break
                 step.rss_base_kib = base_rss
+                step.idle_share = idle_share
                 self.steps.append(step)
                 log(f"   N={n}: {format_row(step)}")
                 if impl == "relay" and not step.held:
@@ -365,10 +396,11 @@ class Bench:
         shares = [add // len(self.viewers) + (1 if i < add % len(self.viewers) else 0)
                   for i in range(len(self.viewers))]
         joining = [(w, s) for w, s in zip(self.viewers, shares, strict=True) if s > 0]
+        where = ({"name": str(janus.MOUNTPOINT), "ice_address": janus.VETH_ADDRESSES[1], "ice_device": janus.VETH[1]}
+                 if mode == "janus" else {"name": STREAM})
         answers = call_all([w for w, _ in joining], "viewers", self.args.join_timeout + 30,
-                           [{"mode": mode, "url": url, "name": STREAM, "count": s,
-                             "concurrency": self.args.join_concurrency, "timeout": self.args.join_timeout}
-                            for _, s in joining])
+                           [{"mode": mode, "url": url, "count": s, "concurrency": self.args.join_concurrency,
+                             "timeout": self.args.join_timeout, **where} for _, s in joining])
         for i, s in enumerate(shares):
             have[i] += s
         for answer in answers:
@@ -382,9 +414,11 @@ class Bench:
         playing = sum(len(s.joins_ms) for s in self.steps if s.impl == impl) + len(step.joins_ms)
         wait_until(lambda: counters(rest_url).viewers >= playing, 20, f"{playing} viewers at the server")
         ts_offset = (http_json(f"{rest_url}/stats").get("video_origin") or 0) if mode == "relay" else 0
+        # Janus rewrites sequence numbers and timestamps per viewer: the sniffer learns the offsets.
+        match = {"relay": "frame", "janus": "offset"}.get(mode, "packet")
         self.sniffer.call("start", 10, mask=0 if mode == "relay" else sample_mask(n),
                           inbound_ssrcs=list(ssrcs.values()), video_ssrc=ssrcs.get("video"),
-                          mode="frame" if mode == "relay" else "packet", ts_offset=ts_offset)
+                          mode=match, ts_offset=ts_offset)
         time.sleep(self.args.settle)  # let the joins' GOP bursts and handshakes pass: not in the window
 
         # The window.
@@ -393,7 +427,7 @@ class Bench:
         before = call_all(self.viewers, "snapshot", 10)
         udp_server0, udp_viewers0 = procstat.udp_drops([pid]), procstat.udp_drops(viewer_pids)
         c0 = counters(rest_url)
-        clients = {"viewers": viewer_pids, "publisher": [self.publisher.pid], "sniffer": [self.sniffer.pid]}
+        clients = {"viewers": viewer_pids, "publisher": [self.source_pid], "sniffer": [self.sniffer.pid]}
         client0 = {k: sum(procstat.cpu_seconds(p) for p in pids) for k, pids in clients.items()}
         machine0 = procstat.machine_times()
         (user0, sys0), t0 = procstat.cpu_times(pid), time.monotonic()
@@ -410,7 +444,7 @@ class Bench:
         after = call_all(self.viewers, "snapshot", 10)
         udp_server1, udp_viewers1 = procstat.udp_drops([pid]), procstat.udp_drops(viewer_pids)
         step.latency = self.sniffer.call("stop", 30)
-        step.latency["sampling"] = f"1/{sample_mask(n) + 1}" if mode == "sfu" else "every frame"
+        step.latency["sampling"] = "every frame" if mode == "relay" else f"1/{sample_mask(n) + 1}"
         step.rss_kib = procstat.rss_kib(pid)
 
         step.window_s = t1 - t0
@@ -430,6 +464,15 @@ class Bench:
         step.viewers_ok = len(step.losses)
         step.held, step.why_not = judge(step)
         return step
+
+
+def idle_cpu_share(pid: int, seconds: float) -> float:
+    """The server's CPU share with the publisher alone (no viewer): ingest and timers, the baseline that
+    the net CPU per forwarded packet leaves out."""
+    (user0, sys0), t0 = procstat.cpu_times(pid), time.monotonic()
+    time.sleep(seconds)  # the idle measurement window
+    (user1, sys1), t1 = procstat.cpu_times(pid), time.monotonic()
+    return ((user1 + sys1) - (user0 + sys0)) / (t1 - t0)
 
 
 def judge(step: Step) -> tuple[bool, str]:
@@ -542,7 +585,7 @@ def format_row(step: Step) -> str:
 
 
 def table(steps: list[Step]) -> str:
-    header = ["implementation", "N", "CPU us/pkt (sys)", "pkt/s fwd", "CPU %", "loss % mean/max",
+    header = ["implementation", "N", "CPU us/pkt (sys)", "net us/pkt", "pkt/s fwd", "CPU %", "loss % mean/max",
               "lat ms p50/p99", "join ms p50", "RSS/viewer KiB", "fps min", "drops srv/viewer", "other load"]
     rows = [header]
     for step in steps:
@@ -551,6 +594,7 @@ def table(steps: list[Step]) -> str:
             IMPLEMENTATIONS[step.impl] + ("" if step.held else " (!)"),
             str(step.n) if s["viewers_ok"] == step.n else f"{step.n} ({s['viewers_ok']} ok)",
             f"{_f(s['cpu_us_per_packet'], '.1f')} ({_f(s['cpu_sys_us_per_packet'], '.1f')})",
+            _f(s["cpu_net_us_per_packet"], ".1f"),
             _f(s["packets_per_s"], ".0f"),
             _f(s["server_cpu_share"] * 100 if s["server_cpu_share"] is not None else None, ".0f"),
             f"{_f(s['loss_pct_mean'], '.2f')} / {_f(s['loss_pct_max'], '.2f')}",
@@ -567,6 +611,41 @@ def table(steps: list[Step]) -> str:
                                                                                              strict=True)))
              for row in rows]
     lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def janus_ratios(steps: list[Step]) -> list[dict[str, Any]]:
+    """Per N that both ran: our server (native core) over Janus, CPU per forwarded packet (gross and net of
+    the idle baseline); below 1 means we spend less than Janus."""
+    ours = {s.n: s for s in steps if s.impl == "native"}
+    ratios = []
+    for theirs in (s for s in steps if s.impl == "janus"):
+        mine = ours.get(theirs.n)
+        if mine is None:
+            continue
+
+        def ratio(a: float, b: float) -> float | None:
+            return round(a / b, 3) if a == a and b == b and b > 0 else None
+
+        ratios.append({"viewers": theirs.n, "native_us_per_packet": mine.summary()["cpu_us_per_packet"],
+                       "janus_us_per_packet": theirs.summary()["cpu_us_per_packet"],
+                       "ratio": ratio(mine.us_per_packet, theirs.us_per_packet),
+                       "native_net_us_per_packet": mine.summary()["cpu_net_us_per_packet"],
+                       "janus_net_us_per_packet": theirs.summary()["cpu_net_us_per_packet"],
+                       "net_ratio": ratio(mine.net_us_per_packet, theirs.net_us_per_packet),
+                       "rss_per_viewer_ratio": ratio(mine.rss_per_viewer_kib, theirs.rss_per_viewer_kib)})
+    return ratios
+
+
+def ratio_text(ratios: list[dict[str, Any]]) -> str:
+    if not ratios:
+        return "ours / Janus: no N with both"
+    lines = ["ours (native core) / Janus 1.1, CPU per forwarded packet (< 1: we spend less):"]
+    for r in ratios:
+        lines.append(f"  N={r['viewers']:<4} {_f(r['ratio'], '.2f')}x gross ({_f(r['native_us_per_packet'], '.1f')} vs "
+                     f"{_f(r['janus_us_per_packet'], '.1f')} us), {_f(r['net_ratio'], '.2f')}x net of idle "
+                     f"({_f(r['native_net_us_per_packet'], '.1f')} vs {_f(r['janus_net_us_per_packet'], '.1f')} us), "
+                     f"RSS/viewer {_f(r['rss_per_viewer_ratio'], '.2f')}x")
     return "\n".join(lines)
 
 
@@ -597,6 +676,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="N=1,10, short windows: a smoke run")
     parser.add_argument("--skip-relay", action="store_true", help="leave out the aiortc MediaRelay server")
     parser.add_argument("--skip-twin", action="store_true", help="leave out the Python twin of the core")
+    parser.add_argument("--skip-janus", action="store_true", help="leave out Janus 1.1 (its streaming plugin)")
+    parser.add_argument("--idle-seconds", type=float, default=IDLE_SECONDS,
+                        help="publisher-only window for the server's idle CPU baseline (default 2)")
     parser.add_argument("--workers", type=int, default=3, help="viewer worker processes (default 3)")
     parser.add_argument("--join-concurrency", type=int, default=5, help="joins at once per worker")
     parser.add_argument("--join-timeout", type=float, default=30.0, help="seconds one viewer may take to join")
@@ -617,13 +699,20 @@ def main() -> int:
         args.seconds = min(args.seconds, 3.0)
         args.settle = min(args.settle, 1.0)
         args.profile_seconds = min(args.profile_seconds, 3.0)
+        args.idle_seconds = min(args.idle_seconds, 1.0)
     if not args.viewers or min(args.viewers) < 1 or args.seconds <= 0 or args.workers < 1:
         parser.error("viewer counts, --seconds and --workers must be positive")
     args.budget = 100.0 if args.quick else 540.0  # seconds after which no new step starts
     if os.geteuid() != 0:
         parser.error("run as root: the latency sniffer needs a raw packet socket")
     others = sorted(name for _i, name in socket.if_nameindex() if name != "lo")
-    if others:
+    if not args.skip_janus:
+        try:
+            janus.janus_binary()
+            janus.setup_veth()  # refuses unless this namespace has nothing but loopback
+        except BenchError as exc:
+            parser.error(str(exc))
+    elif others:
         log(f"note: interfaces besides lo exist ({', '.join(others)}); all traffic goes to 127.0.0.1 anyway, "
             "but run under `unshare --net` for a loopback-only namespace")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -662,6 +751,7 @@ def main() -> int:
                    "audio": "Opus 48 kHz 20 ms ~32 kbit/s", "cores": os.cpu_count()},
         "steps": [s.summary() for s in bench.steps],
         "relay_max_viewers": max(relay_held, default=0) if not args.skip_relay else None,
+        "janus_ratios": janus_ratios(bench.steps) if not args.skip_janus else None,
         "native_us_per_packet_at_max_n": native_us,
         "goal_us_per_packet": 5.0,
         "profile": bench.profile,
@@ -671,6 +761,9 @@ def main() -> int:
     }
     print(table(bench.steps))
     print()
+    if not args.skip_janus:
+        print(ratio_text(janus_ratios(bench.steps)))
+        print()
     print(profile_text(bench.profile, native_us))
     print(json.dumps(result, separators=(",", ":")))
     return 0

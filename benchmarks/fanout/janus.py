@@ -289,3 +289,50 @@ def _out_packets(info: dict[str, Any]) -> int:
     media = info.get("webrtc", {}).get("media", {})
     entries = media.values() if isinstance(media, dict) else media
     return sum(int(e.get("stats", {}).get("out", {}).get("packets", 0) or 0) for e in entries)
+
+
+class JanusPeer:
+    """Janus with its mountpoint fed by the RTSP benchmark's feeder (the pre-packetized RTP dump, plain UDP
+    to the mountpoint's ports), ready once both streams arrive and a keyframe is buffered."""
+
+    def __init__(self, folder: Path, dump: Path):
+        self.janus = JanusProcess(folder / "conf", folder / "janus.log")
+        self.dump = dump
+        self.feeder: subprocess.Popen[bytes] | None = None
+        self.driver: Driver | None = None
+
+    def start(self, timeout: float = 20.0) -> JanusPeer:
+        from benchmarks.rtsp_fanout.feeder import start_feeder  # the driver's import, not the workers'
+
+        self.janus.start()
+        ports = self.janus.ports
+        self.feeder = start_feeder(self.dump, True, ports.video, ports.audio,
+                                   self.janus.log_path.with_name("feeder.log"))
+        self.driver = Driver(self.janus.url)
+        deadline = time.monotonic() + timeout
+        while not self.driver.mountpoint_fresh():
+            if time.monotonic() > deadline:
+                raise BenchError(f"Janus's mountpoint received no media within {timeout:g} s")
+            time.sleep(0.2)  # poll interval while the feeder starts
+        time.sleep(2.2)  # one GOP (2 s): the mountpoint holds a keyframe, as our server's GOP cache does
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.janus.proc is not None
+        return self.janus.proc.pid
+
+    @property
+    def feeder_pid(self) -> int:
+        assert self.feeder is not None
+        return self.feeder.pid
+
+    def totals(self) -> HandleTotals:
+        """The viewers' handles (the driver's own session left out)."""
+        return handle_totals(self.janus.admin_url, self.driver.session if self.driver else None)
+
+    def stop(self) -> int | None:
+        if self.feeder is not None and self.feeder.poll() is None:
+            self.feeder.terminate()
+            self.feeder.wait(timeout=10)
+        return self.janus.stop()
