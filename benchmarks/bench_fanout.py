@@ -18,10 +18,25 @@ worker processes; what is measured is the server process. For each implementatio
 - join time: playStream (or the relay's HTTP offer) sent to the first H.264 keyframe at the viewer;
 - server memory per viewer: RSS growth since the publisher alone, divided by N.
 
-Implementations: the server with its native core; the same server on the Python twin (--python-core);
-and aiortc's MediaRelay (fanout/relay_server.py: decode once, encode per viewer), taken up in N until
+The idle baseline: the server's CPU share with the publisher alone, before any viewer joins (IDLE_SECONDS);
+"net us/pkt" leaves it out of the window's CPU. Every CPU figure counts the whole server process.
+
+Implementations: the server with its native core; Janus 1.1 (Debian's `janus`, fanout/janus.py; --skip-janus)
+right after it, so that every run prints the ratio ours / Janus per N; the same server on the Python twin
+(--python-core); and aiortc's MediaRelay (fanout/relay_server.py: decode once, encode per viewer), taken up in N until
 its viewers lose more than 5 % or it cannot keep up (video frame rate at the viewers under 80 % of the
 source, or frame latency over 1 s). Then a py-spy profile of the native server at the largest N.
+
+Janus: its streaming plugin with one RTP mountpoint (H.264 + Opus), fed by the RTSP benchmark's feeder
+(rtsp_fanout/feeder.py: the same pre-encoded files, packetized once by ffmpeg into 1,200-byte RTP and sent
+over plain UDP; about 317 packets/s against the WebRTC publisher's 266, for the same bytes, hence the
+per-viewer CPU figure beside the per-packet one). The viewers are the same processes and the same
+non-decoding viewer; they watch over Janus's HTTP API, where Janus offers and the viewer answers. Janus
+gathers no ICE candidates on loopback, so the benchmark adds a veth pair to its own namespace (Janus on
+10.254.0.1, the viewers on 10.254.0.2) and refuses to run if the namespace has any other interface. Its
+packet counters come from the Admin API (handle_info per viewer); its keyframe buffer (bufferkf) plays
+the part of our GOP cache at join; its latency is matched by learning each viewer's rewritten sequence
+numbers (fanout/offsets.py). Install it first: bash benchmarks/setup_peers.sh.
 
 Run it as root in a loopback-only network namespace:
     unshare --net sh -c 'ip link set lo up && exec .venv/bin/python benchmarks/bench_fanout.py'
@@ -47,6 +62,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +248,12 @@ class Step:
         return max(0.0, self.cpu_s - self.idle_share * self.window_s) * 1e6 / self.sent
 
     @property
+    def cpu_ms_per_viewer_s(self) -> float:
+        """Server CPU ms per viewer per second of media: independent of how the media is cut into packets
+        (Janus's feed has more, smaller packets than the WebRTC publisher's: same bytes, see the docstring)."""
+        return self.cpu_s * 1000 / self.window_s / self.n if self.window_s else float("nan")
+
+    @property
     def packets_per_s(self) -> float:
         return self.sent / self.window_s if self.window_s else float("nan")
 
@@ -253,10 +275,11 @@ class Step:
             "cpu_us_per_packet": r(self.us_per_packet),
             "cpu_net_us_per_packet": r(self.net_us_per_packet),
             "server_idle_cpu_share": r(self.idle_share, 3),
+            "cpu_ms_per_viewer_s": r(self.cpu_ms_per_viewer_s, 3),
             "cpu_sys_us_per_packet": r(self.sys_s * 1e6 / self.sent) if self.sent else None,
             "server_cpu_share": r(self.cpu_share, 3),
             "packets_per_s": r(self.packets_per_s, 1), "packets_sent": self.sent,
-            "ingested_per_s": r(self.ingested / self.window_s, 1) if self.window_s else None,
+            "ingested_per_s": r(self.ingested / self.window_s, 1) if self.window_s and self.impl != "janus" else None,
             "loss_pct_mean": r(sum(self.losses) / len(self.losses), 3) if self.losses else None,
             "loss_pct_max": r(max(self.losses), 3) if self.losses else None,
             "video_fps_mean": r(sum(self.fps) / len(self.fps), 1) if self.fps else None,
@@ -321,14 +344,16 @@ class Bench:
         log(f"== {IMPLEMENTATIONS[impl]}")
         data = self.tmp / impl
         proc: RelayProcess | ServerProcess | janus.JanusPeer
+        counters: Callable[[str], ServerCounters]
         self.source_pid = self.publisher.pid
         if impl == "janus":
             peer = janus.JanusPeer(data, ensure_rtp_dump(ensure_input(self.media.video, self.media.audio)))
             proc, pid, url, rest_url = peer, 0, peer.janus.url, peer.janus.admin_url
 
-            def counters(_url: str) -> ServerCounters:
+            def janus_counters(_url: str) -> ServerCounters:
                 totals = peer.totals()
                 return ServerCounters(totals.sent, 0, 0, totals.viewers, 0)
+            counters = janus_counters
         elif impl == "relay":
             relay = RelayProcess(self.tmp / "relay.log").start()
             assert relay.proc is not None
@@ -633,18 +658,29 @@ def janus_ratios(steps: list[Step]) -> list[dict[str, Any]]:
                        "native_net_us_per_packet": mine.summary()["cpu_net_us_per_packet"],
                        "janus_net_us_per_packet": theirs.summary()["cpu_net_us_per_packet"],
                        "net_ratio": ratio(mine.net_us_per_packet, theirs.net_us_per_packet),
+                       "native_cpu_ms_per_viewer_s": mine.summary()["cpu_ms_per_viewer_s"],
+                       "janus_cpu_ms_per_viewer_s": theirs.summary()["cpu_ms_per_viewer_s"],
+                       "per_viewer_ratio": ratio(mine.cpu_ms_per_viewer_s, theirs.cpu_ms_per_viewer_s),
                        "rss_per_viewer_ratio": ratio(mine.rss_per_viewer_kib, theirs.rss_per_viewer_kib)})
     return ratios
+
+
+def _pair(ratio: dict[str, Any], figure: str, fmt: str) -> str:
+    return f"{_f(ratio['native_' + figure], fmt)} vs {_f(ratio['janus_' + figure], fmt)}"
 
 
 def ratio_text(ratios: list[dict[str, Any]]) -> str:
     if not ratios:
         return "ours / Janus: no N with both"
-    lines = ["ours (native core) / Janus 1.1, CPU per forwarded packet (< 1: we spend less):"]
+    lines = ["ours (native core) / Janus 1.1 (< 1: we spend less), CPU per forwarded packet, and per viewer "
+             "(per second of the same media, however packetized):"]
     for r in ratios:
-        lines.append(f"  N={r['viewers']:<4} {_f(r['ratio'], '.2f')}x gross ({_f(r['native_us_per_packet'], '.1f')} vs "
-                     f"{_f(r['janus_us_per_packet'], '.1f')} us), {_f(r['net_ratio'], '.2f')}x net of idle "
-                     f"({_f(r['native_net_us_per_packet'], '.1f')} vs {_f(r['janus_net_us_per_packet'], '.1f')} us), "
+        lines.append(f"  N={r['viewers']:<4} {_f(r['ratio'], '.2f')}x gross "
+                     f"({_pair(r, 'us_per_packet', '.1f')} us), "
+                     f"{_f(r['net_ratio'], '.2f')}x net of idle "
+                     f"({_pair(r, 'net_us_per_packet', '.1f')} us); "
+                     f"CPU per viewer {_f(r['per_viewer_ratio'], '.2f')}x "
+                     f"({_pair(r, 'cpu_ms_per_viewer_s', '.2f')} ms/s); "
                      f"RSS/viewer {_f(r['rss_per_viewer_ratio'], '.2f')}x")
     return "\n".join(lines)
 
