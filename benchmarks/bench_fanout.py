@@ -40,7 +40,8 @@ numbers (fanout/offsets.py). Install it first: bash benchmarks/setup_peers.sh.
 
 Run it as root in a loopback-only network namespace:
     unshare --net sh -c 'ip link set lo up && exec .venv/bin/python benchmarks/bench_fanout.py'
-Prints a table, the profile summary, then one JSON line {"bench": "fanout", ...}.
+Prints a table, the ratios ours / Janus per N, the profile summary, then one JSON line
+{"bench": "fanout", ..., "janus_ratios": [...]}.
 """
 
 from __future__ import annotations
