@@ -18,14 +18,30 @@ worker processes; what is measured is the server process. For each implementatio
 - join time: playStream (or the relay's HTTP offer) sent to the first H.264 keyframe at the viewer;
 - server memory per viewer: RSS growth since the publisher alone, divided by N.
 
-Implementations: the server with its native core; the same server on the Python twin (--python-core);
-and aiortc's MediaRelay (fanout/relay_server.py: decode once, encode per viewer), taken up in N until
+The idle baseline: the server's CPU share with the publisher alone, before any viewer joins (IDLE_SECONDS);
+"net us/pkt" leaves it out of the window's CPU. Every CPU figure counts the whole server process.
+
+Implementations: the server with its native core; Janus 1.1 (Debian's `janus`, fanout/janus.py; --skip-janus)
+right after it, so that every run prints the ratio ours / Janus per N; the same server on the Python twin
+(--python-core); and aiortc's MediaRelay (fanout/relay_server.py: decode once, encode per viewer), taken up in N until
 its viewers lose more than 5 % or it cannot keep up (video frame rate at the viewers under 80 % of the
 source, or frame latency over 1 s). Then a py-spy profile of the native server at the largest N.
 
+Janus: its streaming plugin with one RTP mountpoint (H.264 + Opus), fed by the RTSP benchmark's feeder
+(rtsp_fanout/feeder.py: the same pre-encoded files, packetized once by ffmpeg into 1,200-byte RTP and sent
+over plain UDP; about 317 packets/s against the WebRTC publisher's 266, for the same bytes, hence the
+per-viewer CPU figure beside the per-packet one). The viewers are the same processes and the same
+non-decoding viewer; they watch over Janus's HTTP API, where Janus offers and the viewer answers. Janus
+gathers no ICE candidates on loopback, so the benchmark adds a veth pair to its own namespace (Janus on
+10.254.0.1, the viewers on 10.254.0.2) and refuses to run if the namespace has any other interface. Its
+packet counters come from the Admin API (handle_info per viewer); its keyframe buffer (bufferkf) plays
+the part of our GOP cache at join; its latency is matched by learning each viewer's rewritten sequence
+numbers (fanout/offsets.py). Install it first: bash benchmarks/setup_peers.sh.
+
 Run it as root in a loopback-only network namespace:
     unshare --net sh -c 'ip link set lo up && exec .venv/bin/python benchmarks/bench_fanout.py'
-Prints a table, the profile summary, then one JSON line {"bench": "fanout", ...}.
+Prints a table, the ratios ours / Janus per N, the profile summary, then one JSON line
+{"bench": "fanout", ..., "janus_ratios": [...]}.
 """
 
 from __future__ import annotations
@@ -47,6 +63,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,9 +72,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.fanout import procstat, sniffer, worker  # noqa: E402
+from benchmarks.fanout import janus, procstat, sniffer, worker  # noqa: E402
 from benchmarks.fanout.children import BenchError, Child, call_all  # noqa: E402
 from benchmarks.fanout.source import FPS, MediaFiles, ensure_media  # noqa: E402
+from benchmarks.rtsp_fanout.feeder import AUDIO_SSRC, VIDEO_SSRC, ensure_input, ensure_rtp_dump  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
 STREAM = "fanout"
@@ -70,7 +88,9 @@ IMPLEMENTATIONS = {
     "native": "SFU, native core",
     "twin": "SFU, Python twin",
     "relay": "aiortc MediaRelay",
+    "janus": "Janus 1.1 streaming",
 }
+IDLE_SECONDS = 2.0  # publisher alone, no viewer: the server's idle CPU share, subtracted for the net figure
 
 
 class RelayProcess:
@@ -208,6 +228,7 @@ class Step:
     latency: dict[str, Any] = field(default_factory=dict)
     rss_kib: int = 0
     rss_base_kib: int = 0
+    idle_share: float = float("nan")  # server CPU share with the publisher alone (ingest, timers)
     server_udp_drops: int = 0
     viewer_udp_drops: int = 0
     client_cpu: dict[str, float] = field(default_factory=dict)  # process -> share of one core
@@ -219,6 +240,19 @@ class Step:
     @property
     def us_per_packet(self) -> float:
         return self.cpu_s * 1e6 / self.sent if self.sent else float("nan")
+
+    @property
+    def net_us_per_packet(self) -> float:
+        """CPU per forwarded packet net of the idle baseline (what the viewers add)."""
+        if not self.sent or self.idle_share != self.idle_share:
+            return float("nan")
+        return max(0.0, self.cpu_s - self.idle_share * self.window_s) * 1e6 / self.sent
+
+    @property
+    def cpu_ms_per_viewer_s(self) -> float:
+        """Server CPU ms per viewer per second of media: independent of how the media is cut into packets
+        (Janus's feed has more, smaller packets than the WebRTC publisher's: same bytes, see the docstring)."""
+        return self.cpu_s * 1000 / self.window_s / self.n if self.window_s else float("nan")
 
     @property
     def packets_per_s(self) -> float:
@@ -240,10 +274,13 @@ class Step:
             "impl": self.impl, "viewers": self.n, "viewers_ok": self.viewers_ok,
             "join_errors": len(self.join_errors), "first_join_errors": self.join_errors[:2],
             "cpu_us_per_packet": r(self.us_per_packet),
+            "cpu_net_us_per_packet": r(self.net_us_per_packet),
+            "server_idle_cpu_share": r(self.idle_share, 3),
+            "cpu_ms_per_viewer_s": r(self.cpu_ms_per_viewer_s, 3),
             "cpu_sys_us_per_packet": r(self.sys_s * 1e6 / self.sent) if self.sent else None,
             "server_cpu_share": r(self.cpu_share, 3),
             "packets_per_s": r(self.packets_per_s, 1), "packets_sent": self.sent,
-            "ingested_per_s": r(self.ingested / self.window_s, 1) if self.window_s else None,
+            "ingested_per_s": r(self.ingested / self.window_s, 1) if self.window_s and self.impl != "janus" else None,
             "loss_pct_mean": r(sum(self.losses) / len(self.losses), 3) if self.losses else None,
             "loss_pct_max": r(max(self.losses), 3) if self.losses else None,
             "video_fps_mean": r(sum(self.fps) / len(self.fps), 1) if self.fps else None,
@@ -281,6 +318,7 @@ class Bench:
         self.steps: list[Step] = []
         self.profile: dict[str, Any] = {}
         self.skipped: list[str] = []
+        self.source_pid = self.publisher.pid  # what sends the media: the publisher, or Janus's feeder
 
     def close(self) -> None:
         for child in [self.publisher, *self.viewers, self.sniffer]:
@@ -291,6 +329,8 @@ class Bench:
 
     def run(self) -> None:
         impls = ["native"]
+        if not self.args.skip_janus:
+            impls.append("janus")  # right after ours, so the ratio is always in the run
         if not self.args.skip_twin:
             impls.append("twin")
         if not self.args.skip_relay:
@@ -304,8 +344,18 @@ class Bench:
     def run_impl(self, impl: str) -> None:
         log(f"== {IMPLEMENTATIONS[impl]}")
         data = self.tmp / impl
-        proc: RelayProcess | ServerProcess
-        if impl == "relay":
+        proc: RelayProcess | ServerProcess | janus.JanusPeer
+        counters: Callable[[str], ServerCounters]
+        self.source_pid = self.publisher.pid
+        if impl == "janus":
+            peer = janus.JanusPeer(data, ensure_rtp_dump(ensure_input(self.media.video, self.media.audio)))
+            proc, pid, url, rest_url = peer, 0, peer.janus.url, peer.janus.admin_url
+
+            def janus_counters(_url: str) -> ServerCounters:
+                totals = peer.totals()
+                return ServerCounters(totals.sent, 0, 0, totals.viewers, 0)
+            counters = janus_counters
+        elif impl == "relay":
             relay = RelayProcess(self.tmp / "relay.log").start()
             assert relay.proc is not None
             proc, pid, url, rest_url = relay, relay.proc.pid, relay.rest_url, relay.rest_url
@@ -316,15 +366,21 @@ class Bench:
             proc, pid, url, rest_url = server, server.proc.pid, server.ws_url, server.rest_url
             counters = sfu_counters
         try:
-            mode = "relay" if impl == "relay" else "sfu"
-            ssrcs = self.publisher.call("publish", 40, mode=mode, url=url, name=STREAM,
-                                        video=str(self.media.video), audio=str(self.media.audio))["ssrcs"]
+            mode = {"relay": "relay", "janus": "janus"}.get(impl, "sfu")
+            if mode == "janus":  # the feeder sends the same media as pre-packetized RTP over UDP
+                peer.start()
+                pid, self.source_pid = peer.pid, peer.feeder_pid
+                ssrcs = {"video": VIDEO_SSRC, "audio": AUDIO_SSRC}
+            else:
+                ssrcs = self.publisher.call("publish", 40, mode=mode, url=url, name=STREAM,
+                                            video=str(self.media.video), audio=str(self.media.audio))["ssrcs"]
             if mode == "sfu":
                 # Steady state: a whole GOP seen (the GOP cache full), before the memory baseline.
                 wait_until(lambda: counters(rest_url).keyframes >= 2, 20, "the publisher's second keyframe")
-            else:
+            elif mode == "relay":
                 wait_until(lambda: http_json(f"{rest_url}/stats")["tracks"] >= 2, 20, "the publisher's tracks")
             base_rss = procstat.rss_kib(pid)
+            idle_share = idle_cpu_share(pid, self.args.idle_seconds)
             steps = self.steps_for(impl)
             have = [0] * len(self.viewers)
             for n in steps:
@@ -338,6 +394,7 @@ class Bench:
                     self.skipped.append(f"{impl} N={n}: {exc}")
                     break
                 step.rss_base_kib = base_rss
+                step.idle_share = idle_share
                 self.steps.append(step)
                 log(f"   N={n}: {format_row(step)}")
                 if impl == "relay" and not step.held:
@@ -365,10 +422,11 @@ class Bench:
         shares = [add // len(self.viewers) + (1 if i < add % len(self.viewers) else 0)
                   for i in range(len(self.viewers))]
         joining = [(w, s) for w, s in zip(self.viewers, shares, strict=True) if s > 0]
+        where = ({"name": str(janus.MOUNTPOINT), "ice_address": janus.VETH_ADDRESSES[1], "ice_device": janus.VETH[1]}
+                 if mode == "janus" else {"name": STREAM})
         answers = call_all([w for w, _ in joining], "viewers", self.args.join_timeout + 30,
-                           [{"mode": mode, "url": url, "name": STREAM, "count": s,
-                             "concurrency": self.args.join_concurrency, "timeout": self.args.join_timeout}
-                            for _, s in joining])
+                           [{"mode": mode, "url": url, "count": s, "concurrency": self.args.join_concurrency,
+                             "timeout": self.args.join_timeout, **where} for _, s in joining])
         for i, s in enumerate(shares):
             have[i] += s
         for answer in answers:
@@ -382,9 +440,11 @@ class Bench:
         playing = sum(len(s.joins_ms) for s in self.steps if s.impl == impl) + len(step.joins_ms)
         wait_until(lambda: counters(rest_url).viewers >= playing, 20, f"{playing} viewers at the server")
         ts_offset = (http_json(f"{rest_url}/stats").get("video_origin") or 0) if mode == "relay" else 0
+        # Janus rewrites sequence numbers and timestamps per viewer: the sniffer learns the offsets.
+        match = {"relay": "frame", "janus": "offset"}.get(mode, "packet")
         self.sniffer.call("start", 10, mask=0 if mode == "relay" else sample_mask(n),
                           inbound_ssrcs=list(ssrcs.values()), video_ssrc=ssrcs.get("video"),
-                          mode="frame" if mode == "relay" else "packet", ts_offset=ts_offset)
+                          mode=match, ts_offset=ts_offset)
         time.sleep(self.args.settle)  # let the joins' GOP bursts and handshakes pass: not in the window
 
         # The window.
@@ -393,7 +453,7 @@ class Bench:
         before = call_all(self.viewers, "snapshot", 10)
         udp_server0, udp_viewers0 = procstat.udp_drops([pid]), procstat.udp_drops(viewer_pids)
         c0 = counters(rest_url)
-        clients = {"viewers": viewer_pids, "publisher": [self.publisher.pid], "sniffer": [self.sniffer.pid]}
+        clients = {"viewers": viewer_pids, "publisher": [self.source_pid], "sniffer": [self.sniffer.pid]}
         client0 = {k: sum(procstat.cpu_seconds(p) for p in pids) for k, pids in clients.items()}
         machine0 = procstat.machine_times()
         (user0, sys0), t0 = procstat.cpu_times(pid), time.monotonic()
@@ -410,7 +470,7 @@ class Bench:
         after = call_all(self.viewers, "snapshot", 10)
         udp_server1, udp_viewers1 = procstat.udp_drops([pid]), procstat.udp_drops(viewer_pids)
         step.latency = self.sniffer.call("stop", 30)
-        step.latency["sampling"] = f"1/{sample_mask(n) + 1}" if mode == "sfu" else "every frame"
+        step.latency["sampling"] = "every frame" if mode == "relay" else f"1/{sample_mask(n) + 1}"
         step.rss_kib = procstat.rss_kib(pid)
 
         step.window_s = t1 - t0
@@ -430,6 +490,15 @@ class Bench:
         step.viewers_ok = len(step.losses)
         step.held, step.why_not = judge(step)
         return step
+
+
+def idle_cpu_share(pid: int, seconds: float) -> float:
+    """The server's CPU share with the publisher alone (no viewer): ingest and timers, the baseline that
+    the net CPU per forwarded packet leaves out."""
+    (user0, sys0), t0 = procstat.cpu_times(pid), time.monotonic()
+    time.sleep(seconds)  # the idle measurement window
+    (user1, sys1), t1 = procstat.cpu_times(pid), time.monotonic()
+    return ((user1 + sys1) - (user0 + sys0)) / (t1 - t0)
 
 
 def judge(step: Step) -> tuple[bool, str]:
@@ -542,7 +611,7 @@ def format_row(step: Step) -> str:
 
 
 def table(steps: list[Step]) -> str:
-    header = ["implementation", "N", "CPU us/pkt (sys)", "pkt/s fwd", "CPU %", "loss % mean/max",
+    header = ["implementation", "N", "CPU us/pkt (sys)", "net us/pkt", "pkt/s fwd", "CPU %", "loss % mean/max",
               "lat ms p50/p99", "join ms p50", "RSS/viewer KiB", "fps min", "drops srv/viewer", "other load"]
     rows = [header]
     for step in steps:
@@ -551,6 +620,7 @@ def table(steps: list[Step]) -> str:
             IMPLEMENTATIONS[step.impl] + ("" if step.held else " (!)"),
             str(step.n) if s["viewers_ok"] == step.n else f"{step.n} ({s['viewers_ok']} ok)",
             f"{_f(s['cpu_us_per_packet'], '.1f')} ({_f(s['cpu_sys_us_per_packet'], '.1f')})",
+            _f(s["cpu_net_us_per_packet"], ".1f"),
             _f(s["packets_per_s"], ".0f"),
             _f(s["server_cpu_share"] * 100 if s["server_cpu_share"] is not None else None, ".0f"),
             f"{_f(s['loss_pct_mean'], '.2f')} / {_f(s['loss_pct_max'], '.2f')}",
@@ -567,6 +637,52 @@ def table(steps: list[Step]) -> str:
                                                                                              strict=True)))
              for row in rows]
     lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def janus_ratios(steps: list[Step]) -> list[dict[str, Any]]:
+    """Per N that both ran: our server (native core) over Janus, CPU per forwarded packet (gross and net of
+    the idle baseline); below 1 means we spend less than Janus."""
+    ours = {s.n: s for s in steps if s.impl == "native"}
+    ratios = []
+    for theirs in (s for s in steps if s.impl == "janus"):
+        mine = ours.get(theirs.n)
+        if mine is None:
+            continue
+
+        def ratio(a: float, b: float) -> float | None:
+            return round(a / b, 3) if a == a and b == b and b > 0 else None
+
+        ratios.append({"viewers": theirs.n, "native_us_per_packet": mine.summary()["cpu_us_per_packet"],
+                       "janus_us_per_packet": theirs.summary()["cpu_us_per_packet"],
+                       "ratio": ratio(mine.us_per_packet, theirs.us_per_packet),
+                       "native_net_us_per_packet": mine.summary()["cpu_net_us_per_packet"],
+                       "janus_net_us_per_packet": theirs.summary()["cpu_net_us_per_packet"],
+                       "net_ratio": ratio(mine.net_us_per_packet, theirs.net_us_per_packet),
+                       "native_cpu_ms_per_viewer_s": mine.summary()["cpu_ms_per_viewer_s"],
+                       "janus_cpu_ms_per_viewer_s": theirs.summary()["cpu_ms_per_viewer_s"],
+                       "per_viewer_ratio": ratio(mine.cpu_ms_per_viewer_s, theirs.cpu_ms_per_viewer_s),
+                       "rss_per_viewer_ratio": ratio(mine.rss_per_viewer_kib, theirs.rss_per_viewer_kib)})
+    return ratios
+
+
+def _pair(ratio: dict[str, Any], figure: str, fmt: str) -> str:
+    return f"{_f(ratio['native_' + figure], fmt)} vs {_f(ratio['janus_' + figure], fmt)}"
+
+
+def ratio_text(ratios: list[dict[str, Any]]) -> str:
+    if not ratios:
+        return "ours / Janus: no N with both"
+    lines = ["ours (native core) / Janus 1.1 (< 1: we spend less), CPU per forwarded packet, and per viewer "
+             "(per second of the same media, however packetized):"]
+    for r in ratios:
+        lines.append(f"  N={r['viewers']:<4} {_f(r['ratio'], '.2f')}x gross "
+                     f"({_pair(r, 'us_per_packet', '.1f')} us), "
+                     f"{_f(r['net_ratio'], '.2f')}x net of idle "
+                     f"({_pair(r, 'net_us_per_packet', '.1f')} us); "
+                     f"CPU per viewer {_f(r['per_viewer_ratio'], '.2f')}x "
+                     f"({_pair(r, 'cpu_ms_per_viewer_s', '.2f')} ms/s); "
+                     f"RSS/viewer {_f(r['rss_per_viewer_ratio'], '.2f')}x")
     return "\n".join(lines)
 
 
@@ -597,6 +713,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="N=1,10, short windows: a smoke run")
     parser.add_argument("--skip-relay", action="store_true", help="leave out the aiortc MediaRelay server")
     parser.add_argument("--skip-twin", action="store_true", help="leave out the Python twin of the core")
+    parser.add_argument("--skip-janus", action="store_true", help="leave out Janus 1.1 (its streaming plugin)")
+    parser.add_argument("--idle-seconds", type=float, default=IDLE_SECONDS,
+                        help="publisher-only window for the server's idle CPU baseline (default 2)")
     parser.add_argument("--workers", type=int, default=3, help="viewer worker processes (default 3)")
     parser.add_argument("--join-concurrency", type=int, default=5, help="joins at once per worker")
     parser.add_argument("--join-timeout", type=float, default=30.0, help="seconds one viewer may take to join")
@@ -617,13 +736,20 @@ def main() -> int:
         args.seconds = min(args.seconds, 3.0)
         args.settle = min(args.settle, 1.0)
         args.profile_seconds = min(args.profile_seconds, 3.0)
+        args.idle_seconds = min(args.idle_seconds, 1.0)
     if not args.viewers or min(args.viewers) < 1 or args.seconds <= 0 or args.workers < 1:
         parser.error("viewer counts, --seconds and --workers must be positive")
     args.budget = 100.0 if args.quick else 540.0  # seconds after which no new step starts
     if os.geteuid() != 0:
         parser.error("run as root: the latency sniffer needs a raw packet socket")
     others = sorted(name for _i, name in socket.if_nameindex() if name != "lo")
-    if others:
+    if not args.skip_janus:
+        try:
+            janus.janus_binary()
+            janus.setup_veth()  # refuses unless this namespace has nothing but loopback
+        except BenchError as exc:
+            parser.error(str(exc))
+    elif others:
         log(f"note: interfaces besides lo exist ({', '.join(others)}); all traffic goes to 127.0.0.1 anyway, "
             "but run under `unshare --net` for a loopback-only namespace")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -662,6 +788,7 @@ def main() -> int:
                    "audio": "Opus 48 kHz 20 ms ~32 kbit/s", "cores": os.cpu_count()},
         "steps": [s.summary() for s in bench.steps],
         "relay_max_viewers": max(relay_held, default=0) if not args.skip_relay else None,
+        "janus_ratios": janus_ratios(bench.steps) if not args.skip_janus else None,
         "native_us_per_packet_at_max_n": native_us,
         "goal_us_per_packet": 5.0,
         "profile": bench.profile,
@@ -671,6 +798,9 @@ def main() -> int:
     }
     print(table(bench.steps))
     print()
+    if not args.skip_janus:
+        print(ratio_text(janus_ratios(bench.steps)))
+        print()
     print(profile_text(bench.profile, native_us))
     print(json.dumps(result, separators=(",", ":")))
     return 0

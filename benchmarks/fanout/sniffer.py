@@ -6,11 +6,15 @@ the server and each viewer's copy leaving it share (sequence number, timestamp):
 kernel timestamps (SO_TIMESTAMPNS) is the time the packet spent in the server, socket queue included.
 ("frame" mode, for the MediaRelay server, which re-encodes: a video frame's last packet arriving to the
 last packet of its re-encoded copy leaving, matched by RTP timestamp plus the relay's timestamp origin,
-for the payload type the publisher's video has; see relay_server.py.)
+for the payload type the publisher's video has; see relay_server.py.) ("offset" mode, for Janus, which
+rewrites sequence numbers and timestamps per viewer: offsets.py learns each copy's offsets, and every
+packet of the source SSRCs passes the filter unsampled.)
 
-A classic BPF filter in the kernel keeps only what is needed: one copy of each loopback packet
-(PACKET_HOST, not the PACKET_OUTGOING twin), UDP, RTP version 2, sequence number & mask == 0 (sampling
-the same packets in both directions), cut to 96 bytes. Outside a window a filter drops everything.
+The socket listens on every interface of the namespace: `lo`, and the veth pair Janus's media crosses.
+A classic BPF filter in the kernel keeps only what is needed: one copy of each packet (PACKET_HOST, not
+the PACKET_OUTGOING twin that `lo` and the veth end it left by show too), UDP, RTP version 2, sequence
+number & mask == 0 (sampling the same packets in both directions), cut to 96 bytes. Outside a window a
+filter drops everything.
 
 Commands over the pipe: start {mask, inbound_ssrcs, video_ssrc, mode, ts_offset} -> {} (capture, so that
 packets already in the server when the window opens can be matched); window {from_ns} -> {} (time the
@@ -29,6 +33,8 @@ import struct
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .offsets import OffsetMatcher
+
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 SO_TIMESTAMPNS = 35
@@ -39,12 +45,18 @@ SNAP = 96
 KEEP_NS = 5_000_000_000  # forget publisher packets this old
 
 
-def _filter(mask: int | None) -> tuple[ctypes.Array[ctypes.c_char], bytes]:
-    """A BPF program (and the buffer it points into, to keep alive): None drops everything."""
+def _filter(mask: int | None, keep_ssrcs: tuple[int, ...] = ()) -> tuple[ctypes.Array[ctypes.c_char], bytes]:
+    """A BPF program (and the buffer it points into, to keep alive): None drops everything. Packets of
+    `keep_ssrcs` pass unsampled (where the server rewrites sequence numbers, a sampled copy's original
+    is not the one with the same sampled number)."""
     if mask is None:
         program = [(0x06, 0, 0, 0)]  # ret #0
     else:
-        drop = 11
+        keep = [(0x40, 0, 0, 16)] if keep_ssrcs else []  # ld [x+16]: RTP SSRC
+        accept = 8 + len(keep) + len(keep_ssrcs) + 2
+        drop = accept + 1
+        keep += [(0x15, accept - (9 + i + 1), 0, ssrc) for i, ssrc in enumerate(keep_ssrcs)]  # jeq -> accept
+        seq = len(keep) + 8
         program = [
             (0x20, 0, 0, 0xFFFFF004),     # ld pkttype
             (0x15, 0, drop - 2, 0),       # jeq PACKET_HOST
@@ -54,9 +66,10 @@ def _filter(mask: int | None) -> tuple[ctypes.Array[ctypes.c_char], bytes]:
             (0x50, 0, 0, 8),              # ldb [x+8]: RTP first byte
             (0x54, 0, 0, 0xC0),           # and #0xc0
             (0x15, 0, drop - 8, 0x80),    # jeq version 2
+            *keep,
             (0x48, 0, 0, 10),             # ldh [x+10]: RTP sequence number
-            (0x45, drop - 10, 0, mask),   # jset mask -> drop
-            (0x06, 0, 0, SNAP),           # ret #SNAP
+            (0x45, drop - (seq + 2), 0, mask),  # jset mask -> drop
+            (0x06, 0, 0, SNAP),           # accept: ret #SNAP
             (0x06, 0, 0, 0),              # drop: ret #0
         ]
     buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in program))
@@ -76,13 +89,13 @@ class Sniffer:
         self._prog = self._attach(None)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self.sock.bind(("lo", 0))
+        # Not bound: every interface (loopback, and the veth pair when Janus runs).
         self.sock.setblocking(False)
         self.active = False
         self.reset([], None, "packet")
 
-    def _attach(self, mask: int | None) -> ctypes.Array[ctypes.c_char]:
-        buf, fprog = _filter(mask)
+    def _attach(self, mask: int | None, keep_ssrcs: tuple[int, ...] = ()) -> ctypes.Array[ctypes.c_char]:
+        buf, fprog = _filter(mask, keep_ssrcs)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
         return buf
 
@@ -98,10 +111,12 @@ class Sniffer:
         self.latencies: list[int] = []
         self.inbound = self.outbound = self.unmatched = 0
         self.count_from = 1 << 62  # no copy is timed before `window`
+        self.matcher = OffsetMatcher()
+        self.source_pts: set[int] = set()
 
     def start(self, mask: int, inbound_ssrcs: list[int], video_ssrc: int | None, mode: str,
               ts_offset: int = 0) -> None:
-        self._prog = self._attach(mask)
+        self._prog = self._attach(mask, tuple(inbound_ssrcs) if mode == "offset" else ())
         self.drain(process=False)  # whatever passed the old filter
         self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # reading resets the counters
         self.reset(inbound_ssrcs, video_ssrc, mode, ts_offset)
@@ -113,8 +128,9 @@ class Sniffer:
         self.active = False
         _packets, drops = struct.unpack("II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
         lat = sorted(self.latencies)
+        unmatched = self.matcher.unanchored if self.mode == "offset" else self.unmatched
         result = {"samples": len(lat), "inbound": self.inbound, "outbound": self.outbound,
-                  "unmatched": self.unmatched, "kernel_drops": drops,
+                  "unmatched": unmatched, "kernel_drops": drops,
                   "p50_us": percentile(lat, 50) / 1000, "p99_us": percentile(lat, 99) / 1000,
                   "max_us": (lat[-1] / 1000) if lat else float("nan")}
         self.reset([], None, "packet")
@@ -144,6 +160,9 @@ class Sniffer:
         seq = (data[rtp + 2] << 8) | data[rtp + 3]
         timestamp = int.from_bytes(data[rtp + 4:rtp + 8], "big")
         ssrc = int.from_bytes(data[rtp + 8:rtp + 12], "big")
+        if self.mode == "offset":
+            self.offset_packet(second & 0x7F, seq, timestamp, ssrc, stamp)
+            return
         if self.mode == "frame":  # match video frames by their last packet (marker bit)
             if not second & 0x80:
                 return
@@ -177,6 +196,22 @@ class Sniffer:
             self.unmatched += 1
         else:
             self.latencies.append(stamp - arrived)
+
+
+    def offset_packet(self, pt: int, seq: int, timestamp: int, ssrc: int, stamp: int) -> None:
+        """A packet in "offset" mode: the source's feed the matcher, copies of its payload types (not
+        retransmissions, which have their own) are timed once their SSRC's offsets are known."""
+        if ssrc in self.inbound_ssrcs:
+            self.inbound += 1
+            self.source_pts.add(pt)
+            self.matcher.source(pt, seq, timestamp, stamp)
+            return
+        if pt not in self.source_pts:
+            return
+        for departed, arrived in self.matcher.copy(ssrc, pt, seq, timestamp, stamp):
+            if departed >= self.count_from:
+                self.outbound += 1
+                self.latencies.append(departed - arrived)
 
 
 def main(conn: Connection, nice: int = 0) -> None:

@@ -10,7 +10,8 @@ Like a browser, it sends an RTCP receiver report every second for each stream it
 highest sequence number; no jitter, LSR or REMB): a viewer that never reports is dropped by the server.
 
 Signalling: the server's client protocol (a Session from streaming.client, one per viewer as one browser
-tab, with playStream carrying the offer), or plain HTTP offer/answer for the MediaRelay baseline.
+tab, with playStream carrying the offer), plain HTTP offer/answer for the MediaRelay baseline, or Janus's
+API (janus_viewer.py), where Janus offers and the viewer answers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from aiortc.sdp import SessionDescription
 
 from streaming.client import Session
 from streaming.client.webrtc import codec_preferences
+
+from .janus_viewer import JanusWatch
 
 H264_KEY_NALS = (5, 7)  # IDR slice, SPS
 REPORT_INTERVAL = 1.0  # seconds between receiver reports
@@ -109,6 +112,7 @@ class CountingViewer:
         self.keyframe_at: float | None = None
         self.keyframe = asyncio.Event()
         self.session: Session | None = None
+        self.janus: JanusWatch | None = None
         self.error: str | None = None
         self.reports_sent = 0
         self._reporter: asyncio.Task[None] | None = None
@@ -181,13 +185,26 @@ class CountingViewer:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
 
-    async def _answer(self, sdp: str) -> None:
+    def _note_video_pts(self, sdp: str) -> None:
         for media in SessionDescription.parse(sdp).media:
             if media.kind == "video":
                 self.video_pts.update(c.payloadType for c in media.rtp.codecs if c.payloadType is not None)
+
+    async def _answer(self, sdp: str) -> None:
+        self._note_video_pts(sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
         self._intercept()  # BUNDLE may have replaced a transport; no packet flows before ICE and DTLS
         self._reporter = asyncio.get_running_loop().create_task(self._report())
+
+    async def _answer_offer(self, sdp: str) -> str:
+        """The other way round (Janus offers): take the offer, return our answer. The recvonly
+        transceivers made in __init__ are matched to the offer's m-lines by kind."""
+        self._note_video_pts(sdp)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._intercept()  # the transports exist once both descriptions are set
+        self._reporter = asyncio.get_running_loop().create_task(self._report())
+        return str(self.pc.localDescription.sdp)
 
     async def play_sfu(self, ws_url: str, name: str, timeout: float) -> None:
         """playStream over the server's client protocol, until PLAYING and the first keyframe."""
@@ -223,9 +240,22 @@ class CountingViewer:
         await self._answer(answer["sdp"])
         await asyncio.wait_for(self.keyframe.wait(), max(0.0, deadline - loop.time()))
 
+    async def play_janus(self, http: aiohttp.ClientSession, url: str, mountpoint: int, timeout: float) -> None:
+        """Janus's streaming plugin: watch (Janus offers), answer, start, until the first keyframe."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self.janus = JanusWatch(http, url, timeout)
+        await self.janus.open()
+        self.requested_at = time.monotonic()  # as for our server: from the play request, connection made
+        offer = await self.janus.watch(mountpoint)
+        await self.janus.start(await self._answer_offer(offer))
+        await asyncio.wait_for(self.keyframe.wait(), max(0.0, deadline - loop.time()))
+
     async def close(self) -> None:
         if self._reporter is not None:
             self._reporter.cancel()
         if self.session is not None:
             await self.session.close()
+        if self.janus is not None:
+            await self.janus.close()
         await self.pc.close()

@@ -3,7 +3,9 @@ multiprocessing pipe (a dict in, a dict out, one command at a time).
 
 Commands:
 - publish {mode: "sfu"|"relay", url, name, video, audio} -> {ssrcs}: the pre-encoded file and Opus packets;
-- viewers {mode, url, name, count, concurrency, timeout} -> {joins_ms, errors}: `count` more viewers;
+- viewers {mode: "sfu"|"relay"|"janus", url, name, count, concurrency, timeout, ice_address} -> {joins_ms,
+  errors}: `count` more viewers (for Janus, `name` is the mountpoint id and `ice_address` the veth end's
+  address and device);
 - snapshot -> {at, viewers: {index: (expected, received, frames)}}: each viewer's counters so far;
 - close -> {}: every viewer and the publisher;
 - exit.
@@ -28,6 +30,7 @@ from streaming.client.media import H264FileTrack
 from streaming.client.webrtc import Publisher, codec_preferences
 
 from .children import serve
+from .janus_viewer import bind_ice_to_device
 from .source import OpusPacketTrack, read_opus_packets
 from .viewer import CountingViewer
 
@@ -95,7 +98,12 @@ class Worker:
     # -- viewers -----------------------------------------------------------------------------------
 
     async def op_viewers(self, mode: str, url: str, name: str, count: int, concurrency: int,
-                         timeout: float) -> dict[str, Any]:
+                         timeout: float, ice_address: str = "127.0.0.1", ice_device: str | None = None
+                         ) -> dict[str, Any]:
+        # Janus gathers no candidates on loopback: its viewers gather on the benchmark's veth address.
+        ice.use_host_addresses([ice_address])
+        if ice_device:
+            bind_ice_to_device(ice_address, ice_device)
         limit = asyncio.Semaphore(concurrency)
         added = []
 
@@ -104,6 +112,9 @@ class Worker:
                 try:
                     if mode == "sfu":
                         await viewer.play_sfu(url, name, timeout)
+                    elif mode == "janus":  # name: the mountpoint's numeric id
+                        assert self.http is not None
+                        await viewer.play_janus(self.http, url, int(name), timeout)
                     else:
                         assert self.http is not None
                         await viewer.play_relay(self.http, url, timeout)
