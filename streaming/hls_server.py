@@ -26,6 +26,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,7 @@ class HlsFeed:
     transcoders: list[Transcoder] = field(default_factory=list)
     ended_at: float | None = None
     closed: bool = False
+    end_listener: Callable[[Stream], None] | None = None  # registered with the stream
     served: int = 0  # playlists answered
     pending: int = 0  # requests in progress
 
@@ -117,9 +119,9 @@ class HlsService:
         if self.start_mode == "always":
             self._feed_for(stream, on_demand=False)
 
-    def stream_unpublished(self, stream: Stream) -> None:
-        feed = self.feeds.get(stream.name)
-        if feed is None or feed.stream is not stream:
+    def _stream_ended(self, feed: HlsFeed) -> None:
+        """The publisher stopped: the playlist gets EXT-X-ENDLIST and stays a while for its players."""
+        if feed.closed or feed.ended_at is not None:
             return
         self._unsubscribe(feed)
         feed.output.end()
@@ -154,7 +156,7 @@ class HlsService:
         for track in stream.tracks:
             try:
                 if track.kind == "video" and track.codec.name == "H264":
-                    sources["video"] = self.transcoders.source(stream, "video", now)  # remuxed as it is
+                    sources["video"] = stream.frames("video", now)  # remuxed as it is
                     continue
                 target = Target("video", "H264") if track.kind == "video" else Target("audio", "AAC")
                 transcoder = self.transcoders.acquire(stream, target, now)
@@ -168,6 +170,7 @@ class HlsService:
         settings = dataclasses.replace(self.settings, video="video" in sources, audio="audio" in sources)
         output = HlsOutput(stream.name, directory, settings)
         feed = HlsFeed(stream, output, directory, on_demand, version=uuid.uuid4().hex[:8], transcoders=transcoders)
+        feed.end_listener = lambda _stream: self._stream_ended(feed)
         self.feeds[stream.name] = feed
         video = sources.get("video")
         if video is not None:
@@ -178,6 +181,7 @@ class HlsService:
             feed.subscriptions.append((source, output.push))
         log.info("HLS of %r starts (%s, %s)", stream.name, "LL-HLS" if self.settings.low_latency else "HLS",
                  "on demand" if on_demand else "always")
+        stream.on_end(feed.end_listener)  # at once if the stream has ended already
         return feed
 
     def _unsubscribe(self, feed: HlsFeed) -> None:
@@ -192,6 +196,8 @@ class HlsService:
         if feed.closed:
             return
         feed.closed = True
+        if feed.end_listener is not None:
+            feed.stream.remove_end_listener(feed.end_listener)
         self._unsubscribe(feed)
         feed.output.close()
         if self.feeds.get(feed.stream.name) is feed:

@@ -6,9 +6,9 @@ so the name is taken), reported as `recordName` in every status it and the backe
 starts when the stream is PUBLISHING and ends when it stops. `/rest-api/recorder/startup` and
 `/terminate` do the same for a live stream, by mediaSessionId or stream name.
 
-Frames come from the routing core as they are (media.transcode.Transcoders.source: the same taps HLS
-uses), remuxed by media.record.Recorder in its own thread. When the file cannot be written (an
-unwritable folder, a full disk) the recording stops, the stream goes on, and the reason goes
+Frames come from the routing core as they are (`Stream.frames`: the same taps HLS uses), remuxed by
+media.record.Recorder in its own thread. When the file cannot be written (an unwritable folder, a full
+disk) the recording stops, the stream goes on, and the reason goes
 - to the publisher's client: `notifyStreamEvent` with type `recordingFailed` and
   payload {recordName, info} (the WebSDK fires STREAM_EVENT on the stream);
 - to the backend: the `RecordingStatusEvent` hook, status FAILED with `info`.
@@ -31,6 +31,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -71,6 +72,7 @@ class Recording:
     state: str = "PENDING"  # PENDING (waiting for PUBLISHING) | RECORDING | STOPPING | STOPPED | FAILED
     result: RecordResult | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    end_listener: Callable[[Stream], None] | None = None  # registered with the stream
 
     def describe(self) -> dict[str, Any]:
         recorder = self.recorder
@@ -133,6 +135,7 @@ class RecordingService:
         if recording is not None:
             recording.state = "PENDING"
             self.active[ms.stream] = recording
+            self._watch_end(recording)
 
     def stream_published(self, stream: Stream) -> None:
         recording = self.active.get(stream)
@@ -141,10 +144,10 @@ class RecordingService:
         elif recording is None:
             self._report_pending_failure(stream)
 
-    def stream_unpublished(self, stream: Stream) -> None:
-        self._pending_failures.pop(stream, None)
-        recording = self.active.get(stream)
-        if recording is None:
+    def _stream_ended(self, recording: Recording) -> None:
+        """The stream is gone: its recording finishes the file, or a reservation never used goes."""
+        stream = recording.stream
+        if self.active.get(stream) is not recording:
             return
         if recording.state == "PENDING":  # never published: the empty reservation goes
             del self.active[stream]
@@ -185,14 +188,25 @@ class RecordingService:
             ms.record_name = name
         return Recording(stream, ms, name, file, video_codec, audio_codec, channels, by)
 
+    def _watch_end(self, recording: Recording) -> None:
+        """Once active, a recording learns the end of its stream from the stream (at once if it ended)."""
+        if recording.end_listener is None:
+            recording.end_listener = lambda _stream: self._stream_ended(recording)
+            recording.stream.on_end(recording.end_listener)
+
     def _remember_failure(self, stream: Stream, ms: MediaSession | None, reason: str) -> None:
         log.warning("recording of %r cannot start: %s", stream.name, reason)
         self.failed += 1
         if ms is not None:
             self._pending_failures[stream] = (ms, reason)
+            stream.on_end(self._forget_failure)  # never published: nobody to tell
+
+    def _forget_failure(self, stream: Stream) -> None:
+        self._pending_failures.pop(stream, None)
 
     def _report_pending_failure(self, stream: Stream) -> None:
         pending = self._pending_failures.pop(stream, None)
+        stream.remove_end_listener(self._forget_failure)
         if pending is not None:
             ms, reason = pending
             ms.record = False
@@ -216,7 +230,7 @@ class RecordingService:
             if (recording.video if kind == "video" else recording.audio) is None:
                 continue
             try:
-                source = self.server.transcoders.source(stream, kind, now)
+                source = stream.frames(kind, now)
             except LookupError:
                 continue
             source.subscribe(recorder.push)
@@ -229,6 +243,7 @@ class RecordingService:
             self._report(recording, "STARTED")
             if recording.by == "rest":
                 self._tell(recording.ms, "recordingStarted", "STARTED", recording.name, None)
+        self._watch_end(recording)
 
     def _unsubscribe(self, recording: Recording) -> None:
         for source, callback in recording.subscriptions:
@@ -247,6 +262,8 @@ class RecordingService:
         """The worker finished the file, or gave up (on the loop thread)."""
         recording.result = result
         self._unsubscribe(recording)
+        if recording.end_listener is not None:
+            recording.stream.remove_end_listener(recording.end_listener)
         if self.active.get(recording.stream) is recording:
             del self.active[recording.stream]
         stopping = recording.state == "STOPPING"

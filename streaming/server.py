@@ -57,8 +57,10 @@ class Server:
                                public_address=config["ice.public_address"])
         self.streams = StreamService(self, self.media, connect_timeout=config["webrtc.connect_timeout"],
                                      activity_timeout=config["webrtc.activity_timeout"])
-        self.transcoders = Transcoders(native.depacketize_module(self.python_core), self.media.track, self.media.rtp,
-                                       enabled=config["transcoding.enabled"], preset=config["transcoding.preset"],
+        # The Python twin on a --python-core server: frame readers (taps) and snapshots use it.
+        self.depacketize = native.depacketize_module(self.python_core)
+        self.transcoders = Transcoders(self.media.track, self.media.rtp, enabled=config["transcoding.enabled"],
+                                       preset=config["transcoding.preset"],
                                        keyframe_interval=config["transcoding.keyframe_interval"])
         self.hls = HlsService(self, self.transcoders)
         self.recording = RecordingService(self)
@@ -221,13 +223,14 @@ class Server:
         return result.allowed
 
     def stream_published(self, stream: Stream) -> None:
+        stream.depacketize = self.depacketize
         self.hls.stream_published(stream)
         self.recording.stream_published(stream)
 
     def stream_unpublished(self, stream: Stream) -> None:
-        self.hls.stream_unpublished(stream)
-        self.recording.stream_unpublished(stream)
-        self.transcoders.close_stream(stream)
+        """The outputs (HLS, recordings, transcoders, frame taps) learn the end from the stream itself
+        (`Stream.on_end`, told when the stream is released), before this is called: nothing server-wide
+        is left to do here."""
 
     async def on_session_closed(self, session: Session, reason: str) -> None:
         await self.streams.session_closed(session, reason)

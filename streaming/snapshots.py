@@ -33,7 +33,7 @@ MAX_PER_SESSION = 2  # snapshots of one session in progress at once
 class SnapshotService:
     def __init__(self, server: Server):
         self.server = server
-        self.snapshotter = Snapshotter(server.transcoders.depacketize)
+        self.snapshotter = Snapshotter(server.depacketize)
         self._in_progress: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -47,7 +47,7 @@ class SnapshotService:
             raise SnapshotError(NOT_FOUND)
         now = self.server.media.now()
         track = stream.track("video")
-        source = self.server.transcoders.source(stream, "video", now) if track is not None else None
+        source = stream.frames("video", now) if track is not None else None
         return await self.snapshotter.take(track, source, now)
 
     async def rest_snapshot(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
