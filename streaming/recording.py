@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from aiohttp import web
 
@@ -43,11 +43,10 @@ from media.stream import Stream
 
 from . import protocol
 from .byte_range import Unsatisfiable, parse_range
-from .config import ConfigError
+from .config import Config, ConfigError
 from .records import NameTemplate, RecordNotFound, RecordsFolder, TemplateError, content_type, template_values
 
 if TYPE_CHECKING:
-    from .server import Server
     from .streams import MediaSession
 
 log = logging.getLogger(__name__)
@@ -89,10 +88,23 @@ class Recording:
         return out
 
 
+class PublishedStreams(Protocol):
+    """How recordings find live streams and their publishers (streaming/streams.py's StreamService)."""
+
+    def published(self, name: str) -> Stream | None: ...
+
+    def media_session(self, msid: str) -> MediaSession | None: ...
+
+    def publisher(self, name: str) -> MediaSession | None: ...
+
+
 class RecordingService:
-    def __init__(self, server: Server):
-        self.server = server
-        config = server.config
+    """`streams`: where live streams are looked up (REST requests); `now`: the media clock (loop time)."""
+
+    def __init__(self, config: Config, streams: PublishedStreams, now: Callable[[], float]):
+        self.streams = streams
+        self.node_id = config.node_id
+        self._now = now
         try:
             self.template = NameTemplate.parse(config["record.template"])
             self.settings = RecordSettings(fragment_duration=config["record.fragment_duration"],
@@ -175,7 +187,7 @@ class RecordingService:
         session = ms.session if ms is not None else None
         values = template_values(stream.name, ms.id if ms is not None else f"rest-{int(time.time())}",
                                  session.id if session is not None else "", session.app.app_key if session else "",
-                                 self.server.config.node_id)
+                                 self.node_id)
         stem = self.template.render(values)
         try:
             name, file = self.folder.create(stem, container.extension)
@@ -225,7 +237,7 @@ class RecordingService:
         recording.started_at = time.time()
         self.active[stream] = recording
         self.started += 1
-        now = self.server.media.now()
+        now = self._now()
         for kind in ("video", "audio"):
             if (recording.video if kind == "video" else recording.audio) is None:
                 continue
@@ -236,7 +248,7 @@ class RecordingService:
             source.subscribe(recorder.push)
             recording.subscriptions.append((source, recorder.push))
             if kind == "video":
-                recorder.on_keyframe_needed = lambda source=source: source.request_keyframe(self.server.media.now())
+                recorder.on_keyframe_needed = lambda source=source: source.request_keyframe(self._now())
         log.info("recording %r to %s (%s)", stream.name, recording.name, recording.by)
         if recording.ms is not None:
             recording.ms.record = True
@@ -320,7 +332,7 @@ class RecordingService:
 
     def _find_stream(self, body: dict[str, Any]) -> tuple[Stream, MediaSession | None] | None:
         msid, name = body.get("mediaSessionId"), body.get("name")
-        streams = self.server.streams
+        streams = self.streams
         ms: MediaSession | None = None
         if isinstance(msid, str) and len(msid) <= 128:
             ms = streams.media_session(msid)

@@ -62,15 +62,15 @@ class Server:
         self.transcoders = Transcoders(self.media.track, self.media.rtp, enabled=config["transcoding.enabled"],
                                        preset=config["transcoding.preset"],
                                        keyframe_interval=config["transcoding.keyframe_interval"])
-        self.hls = HlsService(self, self.transcoders)
-        self.recording = RecordingService(self)
+        self.hls = HlsService(config, self.transcoders, self.streams.published, self.authorize_viewer, self.media.now)
+        self.recording = RecordingService(config, self.streams, self.media.now)
         self.rtsp = RtspService(self)
         self.pulls = PullService(self)
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())
         self.events = StreamEvents(self, max_payload=config["data.max_payload_bytes"])
         self.keepalive = StreamKeepAlive(self, interval=config["hooks.keepalive_interval"])
         self.bug_reports = BugReports(self, config["server.reports_dir"] or config.data_dir / "reports")
-        self.snapshots = SnapshotService(self)
+        self.snapshots = SnapshotService(self.depacketize, self.streams.published, self.hooks, self.media.now)
         for service in (self.events, self.bug_reports, self.snapshots):
             self.handlers.update(service.handlers())
         self.started_at = time.time()
