@@ -83,7 +83,7 @@ async def run_ours(path: Path, preset: str, viewers: int) -> dict[str, float]:
             "opus", samples["opus"], payload_type=111, ssrc=0x0BADCAFE), strict=True)],
         key=lambda entry: entry[0])
 
-    hub = Transcoders(native.depacketize_module(), tracks, native.rtp_module(), preset=preset,
+    hub = Transcoders(tracks, native.rtp_module(), preset=preset,
                       keyframe_interval=KEYFRAME_SECONDS, late_after=1e9)
     loop = asyncio.get_running_loop()
     bitrate = default_bitrate(Target("video", "H264"), WIDTH, HEIGHT)

@@ -1,9 +1,10 @@
 """Encoded frames on a stream's shared timeline, and the sources that produce them.
 
 Sinks that need media rather than RTP (the HLS segmenter, the recorder, the transcoder, snapshots)
-subscribe to a FrameSource. Two kinds exist: `TrackFrames`, the frames of a published track as they
-arrive (reassembled from RTP by the native depacketizer), and a transcoder's output
-(media/transcode.py). Both call their subscribers on the event loop thread.
+subscribe to a FrameSource. Two kinds exist: `TrackFrames` (media/frames.py), the frames of a published
+track as they arrive (reassembled from RTP by the depacketizer), shared through the stream
+(`Stream.frames`), and a transcoder's output (media/transcode.py). Both call their subscribers on the
+event loop thread.
 
 Timestamps: every frame of a stream carries `pts`, an unwrapped 64-bit count of `clock_rate` ticks since
 the stream's epoch (`Timeline`), so audio and video of one stream line up. A track is anchored on the
@@ -16,12 +17,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 
 import av
-
-from .frames import FrameTap
-from .stream import PublishedTrack
 
 log = logging.getLogger(__name__)
 
@@ -129,36 +126,6 @@ class Unwrapper:
         if delta >= 0x80000000:
             delta -= 0x100000000
         return self._value + delta
-
-
-class TrackFrames(FrameSource):
-    """The frames of a published track, as they arrive."""
-
-    def __init__(self, track: PublishedTrack, depacketize: ModuleType, timeline: Timeline, now: float):
-        super().__init__()
-        self.track = track
-        self.codec = track.codec.name
-        self.kind = track.kind
-        self._unwrap = Unwrapper(timeline, track.codec.clock_rate)
-        self._channels = int(track.codec.parameters.get("channels", 2) or 2) if self.kind == "audio" else 0
-        self._tap = FrameTap(track, depacketize, self._on_frame, now)
-
-    def _on_frame(self, frame: object, now: float) -> None:
-        data: bytes = frame.data  # type: ignore[attr-defined]
-        self.emit(EncodedFrame(self.codec, data, self._unwrap(frame.timestamp, now),  # type: ignore[attr-defined]
-                               self.track.codec.clock_rate, bool(frame.keyframe),  # type: ignore[attr-defined]
-                               channels=self._channels))
-
-    def pts_of(self, rtp_timestamp: int) -> int | None:
-        """The pts an RTP timestamp of this track maps to (for sender reports), None before any frame."""
-        return self._unwrap.peek(rtp_timestamp)
-
-    def request_keyframe(self, now: float) -> None:
-        self.track.request_keyframe(now)
-
-    def close(self) -> None:
-        super().close()
-        self._tap.close()
 
 
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)

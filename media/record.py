@@ -16,11 +16,12 @@ at most `fragment_duration` of media, is what is lost. Closing normally adds the
 Matroska cues) for fast seeking.
 
 Who does what:
-- The event loop thread (`push`) drops video until the first keyframe (asking for one), queues frames for
-  the worker, bounded: when the queue is full, frames are dropped and counted, and video then waits for
-  the next keyframe. With `keyframe_interval`, it asks the source for a keyframe that often, so the file
-  can be seeked (WebRTC publishers send keyframes only when asked).
-- One worker thread per recording muxes (`RecordWriter`) and writes. A write that fails (disk full, the
+- The event loop thread (`push`) hands frames to the recording's FrameWorker (media/worker.py): video
+  starts at the first keyframe (asking for one); the queue is bounded: when it is full, frames are
+  dropped and counted, and video then waits for the next keyframe. With `keyframe_interval`, it asks the
+  source for a keyframe that often, so the file can be seeked (WebRTC publishers send keyframes only
+  when asked).
+- The worker thread muxes (`RecordWriter`) and writes. A write that fails (disk full, the
   file gone, an I/O error) ends the recording: the result, with the reason, goes back to the loop with
   `call_soon_threadsafe` and `on_done` is called there.
 
@@ -49,6 +50,7 @@ from typing import Any, BinaryIO
 import av
 
 from .encoded import EncodedFrame, aac_config, h264_parameter_sets, h264_size
+from .worker import FrameWorker, Overflow
 
 log = logging.getLogger(__name__)
 
@@ -340,10 +342,6 @@ class RecordResult:
     cpu_seconds: float  # the worker thread's CPU time
 
 
-class _Stop:
-    pass
-
-
 class Recorder:
     """One recording. Every method runs on the event loop thread; `on_done(result)` is called there once,
     when the worker finished the file (after stop()) or gave up (an error)."""
@@ -362,25 +360,27 @@ class Recorder:
         self.on_keyframe_needed: Callable[[], None] | None = None
         self.writer = RecordWriter(file, container, video, audio, settings.fragment_duration, audio_rate,
                                    audio_channels)
-        self.dropped = 0
         self.pushed = 0
         self.stopped = False
         self.result: RecordResult | None = None
-        self._queue: deque[EncodedFrame | _Stop] = deque()
-        self._cond = threading.Condition()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._done = threading.Event()
         self._failed = False  # set by the worker: frames are no longer wanted
-        self._started = video is None  # video: a keyframe was queued
-        self._video_gap = False
-        self._skipped_video = 0
+        self._reason: str | None = None  # why the worker gave up
         self._last_keyframe: float | None = None  # seconds on the timeline
         self._asked_at: float | None = None
-        self._thread = threading.Thread(target=self._run, name=f"record:{label}", daemon=True)
+        # The file keeps every frame queued (KEEP_QUEUED): a drop costs the frames up to the next keyframe.
+        self._worker: FrameWorker[EncodedFrame] = FrameWorker(
+            f"record:{label}", self._write, settings.queue_frames, Overflow.KEEP_QUEUED,
+            want_keyframe=self._want_keyframe, on_exit=self._finish)
+
+    @property
+    def dropped(self) -> int:
+        """Frames dropped on the loop side (queue full, waiting for a keyframe after a drop)."""
+        return self._worker.dropped
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return self._worker.queued
 
     @property
     def done(self) -> bool:
@@ -389,43 +389,27 @@ class Recorder:
     def push(self, frame: EncodedFrame) -> None:
         if self.stopped or self._failed:
             return
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._thread.start()
-        if frame.kind == "video" and not self._video_ok(frame):
-            return
-        if len(self._queue) >= self.settings.queue_frames:
-            self.dropped += 1
-            if frame.kind == "video":
-                self._video_gap = True
-                self._want_keyframe()
-            return
-        self.pushed += 1
-        with self._cond:
-            self._queue.append(frame)
-            self._cond.notify()
+        if not self._worker.started:
+            self._worker.start(asyncio.get_running_loop())
+        if frame.kind == "video":
+            if frame.codec != self.video:
+                return
+            self._keyframe_schedule(frame)
+        if self._worker.push(frame, frame):
+            self.pushed += 1
 
-    def _video_ok(self, frame: EncodedFrame) -> bool:
-        if frame.codec != self.video:
-            return False
+    def _keyframe_schedule(self, frame: EncodedFrame) -> None:
+        """With keyframe_interval, a keyframe is asked for that long after the last one, so the file can
+        be seeked (WebRTC publishers send keyframes only when asked)."""
         if frame.keyframe:
             self._last_keyframe = frame.seconds
-            self._started = True
-            self._video_gap = False
-            return True
-        if not self._started or self._video_gap:
-            if self._skipped_video % 30 == 0:  # the first one, then now and then
-                self._want_keyframe()
-            self._skipped_video += 1
-            if self._video_gap:
-                self.dropped += 1
-            return False
+            return
         interval = self.settings.keyframe_interval
-        if interval and self._last_keyframe is not None and frame.seconds - self._last_keyframe >= interval and (
-                self._asked_at is None or frame.seconds - self._asked_at >= interval):
+        if (interval and not self._worker.waiting_keyframe and self._last_keyframe is not None
+                and frame.seconds - self._last_keyframe >= interval
+                and (self._asked_at is None or frame.seconds - self._asked_at >= interval)):
             self._asked_at = frame.seconds
             self._want_keyframe()
-        return True
 
     def _want_keyframe(self) -> None:
         if self.on_keyframe_needed is not None:
@@ -439,12 +423,9 @@ class Recorder:
         if self.stopped:
             return
         self.stopped = True
-        if self._loop is None:  # never got a frame: no thread to finish anything
-            self._loop = asyncio.get_running_loop()
-            self._thread.start()
-        with self._cond:
-            self._queue.append(_Stop())
-            self._cond.notify()
+        if not self._worker.started:  # never got a frame: the thread still finishes the (empty) file
+            self._worker.start(asyncio.get_running_loop())
+        self._worker.stop(drain=True)
 
     async def wait(self, timeout: float | None = None) -> RecordResult | None:
         """Until the worker is done (after stop() or a failure); the result, or None on timeout."""
@@ -462,30 +443,37 @@ class Recorder:
 
     # -- worker thread ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        started = time.thread_time()
-        reason: str | None = None
-        writer = self.writer
+    def _write(self, frame: EncodedFrame) -> None:
+        if self._failed:
+            return
         try:
-            while True:
-                with self._cond:
-                    while not self._queue:
-                        self._cond.wait()
-                    item = self._queue.popleft()
-                if isinstance(item, _Stop):
-                    writer.close()
-                    break
-                writer.write(item)
+            self.writer.write(frame)
         except RecordError as exc:
-            reason = exc.reason
+            self._give_up(exc.reason)
         except Exception as exc:  # a bug or an unforeseen FFmpeg error: fail the recording, not the server
             log.exception("recording worker failed")
-            reason = f"Recording failed: {reason_of(exc)}"
+            self._give_up(f"Recording failed: {reason_of(exc)}")
+
+    def _give_up(self, reason: str) -> None:
+        self._reason = reason
+        self._failed = True
+        self._worker.stop()  # what is queued is of no use now
+
+    def _finish(self) -> None:
+        """The worker's last step: finish (or abandon) the file, close it, report."""
+        writer = self.writer
+        reason = self._reason
+        if reason is None:
+            try:
+                writer.close()
+            except RecordError as exc:
+                reason = exc.reason
+            except Exception as exc:
+                log.exception("recording worker failed")
+                reason = f"Recording failed: {reason_of(exc)}"
         if reason is not None:
             self._failed = True
             writer.abandon()
-            with self._cond:
-                self._queue.clear()
         size = 0
         try:
             self.file.flush()
@@ -498,14 +486,10 @@ class Recorder:
             if reason is None:
                 reason = f"Cannot finish the recording: {reason_of(exc)}"
         result = RecordResult(reason is None, reason, writer.frames, size, round(writer.media_seconds, 3),
-                              self.dropped, time.thread_time() - started)
+                              self.dropped, self._worker.thread_cpu_seconds())
         self.result = result
-        loop = self._loop
-        if loop is not None and self.on_done is not None:
-            try:
-                loop.call_soon_threadsafe(self._report, result)
-            except RuntimeError:  # the loop is closed (shutdown)
-                pass
+        if self.on_done is not None:
+            self._worker.post(self._report, result)
         self._done.set()
 
     def _report(self, result: RecordResult) -> None:

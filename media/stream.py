@@ -14,7 +14,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .frames import FrameReaders, TrackFrames
 
 from . import native
 
@@ -202,6 +205,24 @@ class Stream:
         self.tracks: list[PublishedTrack] = []
         self.closed = False
         self._end_listeners: list[Callable[[Stream], None]] = []
+        # The depacketizer of the frame readers' taps (the Python twin on a --python-core server);
+        # None: the native one.
+        self.depacketize: ModuleType | None = None
+        self._frame_readers: FrameReaders | None = None
+
+    @property
+    def frame_readers(self) -> FrameReaders:
+        """The shared frame sources of this stream's tracks, made for the first reader."""
+        if self._frame_readers is None:
+            from .frames import FrameReaders  # PyAV and the depacketizer only once a stream needs frames
+
+            self._frame_readers = FrameReaders(self)
+        return self._frame_readers
+
+    def frames(self, kind: str, now: float) -> TrackFrames:
+        """The frames of the track of that kind, one tap shared by every reader (LookupError: no such
+        track). It closes when its last subscriber leaves, or when the stream ends: subscribe at once."""
+        return self.frame_readers.source(kind, now)
 
     def on_end(self, listener: Callable[[Stream], None]) -> None:
         """`listener(stream)` is called once when the stream ends (at once if it has ended)."""

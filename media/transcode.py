@@ -1,17 +1,18 @@
 """Transcoding: a published track decoded and encoded again (another codec, size or bitrate) as a derived
 track that sinks subscribe to like any other, with PyAV.
 
-A Transcoder subscribes to its stream track's frames (a shared `TrackFrames`) and emits EncodedFrames on
-`output` (H.264 Annex B with SPS and PPS before every keyframe, VP8, raw AAC with its
-AudioSpecificConfig as extradata, or Opus); `rtp_track()` packetizes that output into a PublishedTrack
+A Transcoder subscribes to its stream track's frames (the stream's shared source, `Stream.frames`) and
+emits EncodedFrames on `output` (H.264 Annex B with SPS and PPS before every keyframe, VP8, raw AAC with
+its AudioSpecificConfig as extradata, or Opus); `rtp_track()` packetizes that output into a PublishedTrack
 that WebRTC viewers attach to as to a publisher's. `Transcoders` keeps one transcoder per distinct
 (stream track, Target), shared by every sink that wants it, started by the first `acquire` and stopped
-by the last `release`.
+by the last `release`, or by the end of its stream (`Stream.on_end`).
 
 Threads. Codec work never runs on the event loop thread. Each transcoder owns one worker thread that
 owns its decoder, scaler and encoder (codec threads default to 1, so the worker's CPU time,
 `time.thread_time()`, is all of the transcoder's codec work, and one busy transcoder uses one core).
-Input frames go from the loop to the worker through a bounded queue (`queue_frames`); results come back
+Input frames go from the loop to the worker through a bounded queue (`queue_frames`, media/worker.py's
+FrameWorker in its FRESHEST mode); results come back
 with `loop.call_soon_threadsafe`, in batches (one scheduled flush carries everything the worker made
 until it runs). PyAV releases the GIL while it decodes, scales and encodes.
 
@@ -56,7 +57,6 @@ B-frames, level 3.1 up to 720p, VBV capped at the target bitrate, repeated in-ba
 from __future__ import annotations
 
 import asyncio
-import collections
 import copy
 import fractions
 import logging
@@ -75,8 +75,9 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from .encoded import EncodedFrame, FrameSource, Timeline, TrackFrames
+from .encoded import EncodedFrame, FrameSource
 from .stream import Codec, PublishedTrack, Stream
+from .worker import FrameWorker, Overflow
 
 log = logging.getLogger(__name__)
 
@@ -228,25 +229,29 @@ class Transcoder:
         self._rtp_module = rtp_module
         self._source: FrameSource | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: collections.deque[_WorkItem] = collections.deque()
-        self._cond = threading.Condition()
-        self._waiting_keyframe = self.kind == "video"  # loop side: dropping input up to a keyframe
         self._stopping = False
+        self._work: _VideoWork | _AudioWork | None = None  # made on the worker thread
         self._outbox: list[EncodedFrame] = []
         self._out_lock = threading.Lock()
         self._flush_scheduled = False
         self._keyframe_requested = False  # set on the loop, taken by the worker
         self._last_forced_request = -1e9
         self._rtp: _RtpOutput | None = None
-        self.thread = threading.Thread(target=self._run, name=f"transcode {stream.name} {target.kind}",
-                                       daemon=True)
+        self._worker: FrameWorker[_WorkItem] = FrameWorker(
+            f"transcode {stream.name} {target.kind}", self._process, settings.queue_frames, Overflow.FRESHEST,
+            want_keyframe=self._request_source_keyframe, setup=self._setup)
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The worker thread, which owns the codecs."""
+        return self._worker.thread
 
     # -- loop side ---------------------------------------------------------------------------------
 
     def start(self, source: FrameSource, loop: asyncio.AbstractEventLoop) -> None:
         self._source = source
         self._loop = loop
-        self.thread.start()
+        self._worker.start(loop)
         source.subscribe(self._on_input)
         if self.kind == "video":
             self._request_source_keyframe()  # a shared source may be mid-GOP
@@ -260,16 +265,12 @@ class Transcoder:
             self._source.unsubscribe(self._on_input)
         if self._on_source_report in self.track.report_listeners:
             self.track.report_listeners.remove(self._on_source_report)
-        with self._cond:
-            self._queue.clear()
-            self._cond.notify()
+        self._worker.stop()
         self.output.close()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker thread to end (after stop()); True when it has. Blocks: not for the loop."""
-        if self.thread.ident is not None:
-            self.thread.join(timeout)
-        return not self.thread.is_alive()
+        return self._worker.join(timeout)
 
     @property
     def running(self) -> bool:
@@ -277,7 +278,7 @@ class Transcoder:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return self._worker.queued
 
     def request_keyframe(self) -> None:
         """The next encoded picture is a keyframe (at most one forced per FORCED_KEYFRAME_INTERVAL)."""
@@ -314,34 +315,11 @@ class Transcoder:
         stats.frames_in += 1
         if self._stopping:
             return
-        video = self.kind == "video"
-        if video and self._waiting_keyframe:
-            if not frame.keyframe:
-                stats.dropped_input += 1
-                self._request_source_keyframe()
-                return
-            self._waiting_keyframe = False
-        item: _WorkItem | None = (frame, time.monotonic())
-        overflow = False
-        with self._cond:
-            queue = self._queue
-            if len(queue) >= self.settings.queue_frames:
-                if video:
-                    stats.dropped_input += len(queue)
-                    queue.clear()
-                    if not frame.keyframe:
-                        stats.dropped_input += 1
-                        self._waiting_keyframe = overflow = True
-                        item = None
-                else:
-                    queue.popleft()
-                    stats.dropped_input += 1
-            if item is not None:
-                queue.append(item)
-                stats.max_queue_depth = max(stats.max_queue_depth, len(queue))
-                self._cond.notify()
-        if overflow:
-            self._request_source_keyframe()
+        worker = self._worker
+        worker.push(frame, (frame, time.monotonic()))
+        # Input skipped waiting for the first keyframe counts as dropped too: the worker never saw it.
+        stats.dropped_input = worker.dropped + worker.skipped
+        stats.max_queue_depth = worker.max_depth
 
     def _request_source_keyframe(self) -> None:
         if self._source is not None and self._loop is not None and not self._stopping:
@@ -359,33 +337,29 @@ class Transcoder:
 
     # -- worker side -------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _setup(self) -> None:
         self.stats.worker_thread_id = threading.get_ident()
-        started = time.thread_time()
         try:
-            work: _VideoWork | _AudioWork = (_VideoWork(self) if self.kind == "video" else _AudioWork(self))
+            self._work = _VideoWork(self) if self.kind == "video" else _AudioWork(self)
         except Exception:
             log.exception("transcoder %s of %r could not start", self.target, self.stream.name)
             self.stats.errors += 1
-            return
-        while True:
-            with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    break
-                frame, queued_at = self._queue.popleft()
-            try:
-                out = work.process(frame, queued_at)
-            except Exception:
-                self.stats.errors += 1
-                if self.stats.errors == 1:
-                    log.exception("transcoder %s of %r failed on a frame", self.target, self.stream.name)
-                out = []
-            self.stats.encode_seconds = time.thread_time() - started
-            if out:
-                self.stats.frames_out += len(out)
-                self._post(out)
+            raise
+
+    def _process(self, item: _WorkItem) -> None:
+        frame, queued_at = item
+        assert self._work is not None
+        try:
+            out = self._work.process(frame, queued_at)
+        except Exception:
+            self.stats.errors += 1
+            if self.stats.errors == 1:
+                log.exception("transcoder %s of %r failed on a frame", self.target, self.stream.name)
+            out = []
+        self.stats.encode_seconds = self._worker.thread_cpu_seconds()
+        if out:
+            self.stats.frames_out += len(out)
+            self._post(out)
 
     def _post(self, frames: list[EncodedFrame]) -> None:
         with self._out_lock:
@@ -393,10 +367,7 @@ class Transcoder:
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(self._flush)
-        except RuntimeError:  # the loop is closed: nobody is left to receive
+        if not self._worker.post(self._flush):  # the loop is closed: nobody is left to receive
             self._stopping = True
 
     def _take_keyframe_request(self) -> bool:
@@ -406,11 +377,7 @@ class Transcoder:
         return False
 
     def _ask_source_for_keyframe(self) -> None:
-        if self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._request_source_keyframe)
-            except RuntimeError:
-                pass
+        self._worker.post(self._request_source_keyframe)
 
 
 def _set_threads(context: Any, threads: int) -> None:
@@ -677,11 +644,12 @@ class _RtpOutput:
 
 
 class Transcoders:
-    """All transcoders of a server: shared by target, created on demand, stopped when unused.
+    """All transcoders of a server: shared by target, created on demand, stopped when unused or when their
+    stream ends.
 
     Call from the event loop thread (acquire needs the running loop: results come back to it)."""
 
-    def __init__(self, depacketize: ModuleType, track: ModuleType, rtp: ModuleType, enabled: bool = True,
+    def __init__(self, track: ModuleType, rtp: ModuleType, enabled: bool = True,
                  preset: str = "veryfast", keyframe_interval: float = 2.0, queue_frames: int = DEFAULT_QUEUE_FRAMES,
                  late_after: float = LATE_AFTER, codec_threads: int = 1) -> None:
         if preset not in X264_PRESETS:
@@ -694,42 +662,13 @@ class Transcoders:
             raise ValueError(f"late_after must be positive, not {late_after!r}")
         if codec_threads < 1:
             raise ValueError(f"codec_threads must be at least 1, not {codec_threads!r}")
-        self.depacketize = depacketize
         self.track_module = track
         self.rtp_module = rtp
         self.enabled = enabled
         self.settings = Settings(preset, keyframe_interval, queue_frames, late_after, codec_threads)
-        self._timelines: weakref.WeakKeyDictionary[Stream, Timeline] = weakref.WeakKeyDictionary()
-        self._sources: dict[PublishedTrack, tuple[Stream, TrackFrames]] = {}
         self._transcoders: dict[tuple[PublishedTrack, Target], Transcoder] = {}
+        self._streams: set[Stream] = set()  # streams whose end this listens for
         self._created = 0
-
-    def timeline(self, stream: Stream) -> Timeline:
-        timeline = self._timelines.get(stream)
-        if timeline is None:
-            timeline = self._timelines[stream] = Timeline()
-        return timeline
-
-    def source(self, stream: Stream, kind: str, now: float) -> FrameSource:
-        """The frames of the stream's track of that kind, shared (one tap per track, one timeline per
-        stream). It closes when its last subscriber unsubscribes: subscribe right away."""
-        track = stream.track(kind)
-        if track is None:
-            raise LookupError(f"stream {stream.name!r} has no {kind} track")
-        found = self._sources.get(track)
-        if found is not None:
-            return found[1]
-        source = TrackFrames(track, self.depacketize, self.timeline(stream), now)
-        source.on_idle = self._source_idle
-        self._sources[track] = (stream, source)
-        return source
-
-    def _source_idle(self, source: FrameSource) -> None:
-        assert isinstance(source, TrackFrames)
-        found = self._sources.get(source.track)
-        if found is not None and found[1] is source:
-            del self._sources[source.track]
-        source.close()
 
     def acquire(self, stream: Stream, target: Target, now: float) -> Transcoder:
         """The shared transcoder of the stream's track of target.kind to target, started if new. Each
@@ -743,11 +682,14 @@ class Transcoders:
         transcoder = self._transcoders.get(key)
         if transcoder is None:
             transcoder = Transcoder(stream, track, target, self.settings, self.track_module, self.rtp_module)
-            source = self.source(stream, target.kind, now)
+            source = stream.frames(target.kind, now)
             self._transcoders[key] = transcoder
             self._created += 1
             transcoder.start(source, asyncio.get_running_loop())
             log.info("transcoding %r %s %s -> %s", stream.name, target.kind, track.codec.name, target)
+            if stream not in self._streams:
+                self._streams.add(stream)
+                stream.on_end(self._stream_ended)  # at once if it has ended already
         transcoder.users += 1
         return transcoder
 
@@ -763,6 +705,10 @@ class Transcoders:
         if self._transcoders.get(key) is transcoder:
             del self._transcoders[key]
         transcoder.stop()
+        stream = transcoder.stream
+        if stream in self._streams and not any(t.stream is stream for t in self._transcoders.values()):
+            self._streams.discard(stream)
+            stream.remove_end_listener(self._stream_ended)
 
     def active(self) -> int:
         return len(self._transcoders)
@@ -773,25 +719,18 @@ class Transcoders:
     def transcoders(self) -> list[Transcoder]:
         return list(self._transcoders.values())
 
-    def close_stream(self, stream: Stream) -> None:
-        """The publisher is gone: stop its transcoders (whoever uses them) and close its sources."""
+    def _stream_ended(self, stream: Stream) -> None:
+        """The publisher is gone: stop its transcoders, whoever uses them."""
+        self._streams.discard(stream)
         for transcoder in [t for t in self._transcoders.values() if t.stream is stream]:
             transcoder.users = 0
             self._stop(transcoder)
-        for track, (owner, source) in list(self._sources.items()):
-            if owner is stream:
-                del self._sources[track]
-                source.close()
-        self._timelines.pop(stream, None)
 
     def close(self) -> None:
         """Stop everything (server shutdown). Threads end on their own; join them if you must wait."""
         for transcoder in list(self._transcoders.values()):
             transcoder.users = 0
             self._stop(transcoder)
-        for _stream, source in list(self._sources.values()):
-            source.close()
-        self._sources.clear()
 
     def describe(self) -> list[dict[str, Any]]:
         out = []

@@ -26,9 +26,10 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -38,11 +39,8 @@ from media.hls import HlsClosed, HlsOutput, HlsSettings, PlaylistNotReady, Playl
 from media.stream import Stream
 from media.transcode import Target, Transcoder, Transcoders, TranscodingDisabled
 
-from .config import ConfigError
+from .config import Config, ConfigError
 from .streams import validate_name
-
-if TYPE_CHECKING:
-    from .server import Server
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +55,9 @@ CORS_HEADERS = {
     "Access-Control-Max-Age": "86400",
 }
 _URI_ATTR = re.compile(r'URI="([^"]*)"')
+
+# (app_key, hook method, provider, peer, stream name, token) -> whether the backend lets the viewer play
+AuthorizeViewer = Callable[[str, str, str, str, str, str], Awaitable[bool]]
 
 
 @dataclass
@@ -73,15 +74,21 @@ class HlsFeed:
     transcoders: list[Transcoder] = field(default_factory=list)
     ended_at: float | None = None
     closed: bool = False
+    end_listener: Callable[[Stream], None] | None = None  # registered with the stream
     served: int = 0  # playlists answered
     pending: int = 0  # requests in progress
 
 
 class HlsService:
-    def __init__(self, server: Server, transcoders: Transcoders):
-        self.server = server
+    """`published(name)`: the stream published as `name`, if any; `authorize_viewer`: the backend's word
+    on a viewer (the playHLS hook); `now`: the media clock (loop time)."""
+
+    def __init__(self, config: Config, transcoders: Transcoders, published: Callable[[str], Stream | None],
+                 authorize_viewer: AuthorizeViewer, now: Callable[[], float]):
         self.transcoders = transcoders
-        config = server.config
+        self._published = published
+        self._authorize_viewer = authorize_viewer
+        self._now = now
         try:
             self.settings = HlsSettings(low_latency=config["hls.mode"] == "llhls",
                                         segment_duration=config["hls.segment_duration"],
@@ -117,9 +124,9 @@ class HlsService:
         if self.start_mode == "always":
             self._feed_for(stream, on_demand=False)
 
-    def stream_unpublished(self, stream: Stream) -> None:
-        feed = self.feeds.get(stream.name)
-        if feed is None or feed.stream is not stream:
+    def _stream_ended(self, feed: HlsFeed) -> None:
+        """The publisher stopped: the playlist gets EXT-X-ENDLIST and stays a while for its players."""
+        if feed.closed or feed.ended_at is not None:
             return
         self._unsubscribe(feed)
         feed.output.end()
@@ -148,13 +155,13 @@ class HlsService:
             if feed.stream is stream and not feed.closed:
                 return feed
             self._close(feed)  # the ended output of an earlier publication of the name
-        now = self.server.media.now()
+        now = self._now()
         sources: dict[str, FrameSource] = {}
         transcoders: list[Transcoder] = []
         for track in stream.tracks:
             try:
                 if track.kind == "video" and track.codec.name == "H264":
-                    sources["video"] = self.transcoders.source(stream, "video", now)  # remuxed as it is
+                    sources["video"] = stream.frames("video", now)  # remuxed as it is
                     continue
                 target = Target("video", "H264") if track.kind == "video" else Target("audio", "AAC")
                 transcoder = self.transcoders.acquire(stream, target, now)
@@ -168,16 +175,18 @@ class HlsService:
         settings = dataclasses.replace(self.settings, video="video" in sources, audio="audio" in sources)
         output = HlsOutput(stream.name, directory, settings)
         feed = HlsFeed(stream, output, directory, on_demand, version=uuid.uuid4().hex[:8], transcoders=transcoders)
+        feed.end_listener = lambda _stream: self._stream_ended(feed)
         self.feeds[stream.name] = feed
         video = sources.get("video")
         if video is not None:
             # WebRTC publishers send keyframes when asked: segments are cut at them.
-            output.on_keyframe_needed = lambda: video.request_keyframe(self.server.media.now())
+            output.on_keyframe_needed = lambda: video.request_keyframe(self._now())
         for source in sources.values():
             source.subscribe(output.push)
             feed.subscriptions.append((source, output.push))
         log.info("HLS of %r starts (%s, %s)", stream.name, "LL-HLS" if self.settings.low_latency else "HLS",
                  "on demand" if on_demand else "always")
+        stream.on_end(feed.end_listener)  # at once if the stream has ended already
         return feed
 
     def _unsubscribe(self, feed: HlsFeed) -> None:
@@ -192,6 +201,8 @@ class HlsService:
         if feed.closed:
             return
         feed.closed = True
+        if feed.end_listener is not None:
+            feed.stream.remove_end_listener(feed.end_listener)
         self._unsubscribe(feed)
         feed.output.close()
         if self.feeds.get(feed.stream.name) is feed:
@@ -225,7 +236,7 @@ class HlsService:
         if cached is not None and cached[0] > now:
             return cached[1]
         peer = request.remote or "unknown"
-        allowed = await self.server.authorize_viewer(self.app_key, "playHLS", "HLS", peer, name, token)
+        allowed = await self._authorize_viewer(self.app_key, "playHLS", "HLS", peer, name, token)
         self._auth[key] = (now + self.auth_cache_seconds, allowed)
         return allowed
 
@@ -252,12 +263,12 @@ class HlsService:
         feed = self.feeds.get(name)
         is_playlist = file_name == f"{name}.m3u8"
         if feed is None or feed.closed:
-            stream = self.server.streams.published(name)
+            stream = self._published(name)
             if stream is None or not is_playlist:
                 return _not_found()
             if not await self._authorized(request, name, token):
                 return _forbidden()
-            stream = self.server.streams.published(name)  # the hook took time: is it still there?
+            stream = self._published(name)  # the hook took time: is it still there?
             if stream is None:
                 return _not_found()
             feed = self._feed_for(stream, on_demand=True)

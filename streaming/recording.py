@@ -6,9 +6,9 @@ so the name is taken), reported as `recordName` in every status it and the backe
 starts when the stream is PUBLISHING and ends when it stops. `/rest-api/recorder/startup` and
 `/terminate` do the same for a live stream, by mediaSessionId or stream name.
 
-Frames come from the routing core as they are (media.transcode.Transcoders.source: the same taps HLS
-uses), remuxed by media.record.Recorder in its own thread. When the file cannot be written (an
-unwritable folder, a full disk) the recording stops, the stream goes on, and the reason goes
+Frames come from the routing core as they are (`Stream.frames`: the same taps HLS uses), remuxed by
+media.record.Recorder in its own thread. When the file cannot be written (an unwritable folder, a full
+disk) the recording stops, the stream goes on, and the reason goes
 - to the publisher's client: `notifyStreamEvent` with type `recordingFailed` and
   payload {recordName, info} (the WebSDK fires STREAM_EVENT on the stream);
 - to the backend: the `RecordingStatusEvent` hook, status FAILED with `info`.
@@ -31,8 +31,9 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from aiohttp import web
 
@@ -42,11 +43,10 @@ from media.stream import Stream
 
 from . import protocol
 from .byte_range import Unsatisfiable, parse_range
-from .config import ConfigError
+from .config import Config, ConfigError
 from .records import NameTemplate, RecordNotFound, RecordsFolder, TemplateError, content_type, template_values
 
 if TYPE_CHECKING:
-    from .server import Server
     from .streams import MediaSession
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class Recording:
     state: str = "PENDING"  # PENDING (waiting for PUBLISHING) | RECORDING | STOPPING | STOPPED | FAILED
     result: RecordResult | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    end_listener: Callable[[Stream], None] | None = None  # registered with the stream
 
     def describe(self) -> dict[str, Any]:
         recorder = self.recorder
@@ -87,10 +88,23 @@ class Recording:
         return out
 
 
+class PublishedStreams(Protocol):
+    """How recordings find live streams and their publishers (streaming/streams.py's StreamService)."""
+
+    def published(self, name: str) -> Stream | None: ...
+
+    def media_session(self, msid: str) -> MediaSession | None: ...
+
+    def publisher(self, name: str) -> MediaSession | None: ...
+
+
 class RecordingService:
-    def __init__(self, server: Server):
-        self.server = server
-        config = server.config
+    """`streams`: where live streams are looked up (REST requests); `now`: the media clock (loop time)."""
+
+    def __init__(self, config: Config, streams: PublishedStreams, now: Callable[[], float]):
+        self.streams = streams
+        self.node_id = config.node_id
+        self._now = now
         try:
             self.template = NameTemplate.parse(config["record.template"])
             self.settings = RecordSettings(fragment_duration=config["record.fragment_duration"],
@@ -133,6 +147,7 @@ class RecordingService:
         if recording is not None:
             recording.state = "PENDING"
             self.active[ms.stream] = recording
+            self._watch_end(recording)
 
     def stream_published(self, stream: Stream) -> None:
         recording = self.active.get(stream)
@@ -141,10 +156,10 @@ class RecordingService:
         elif recording is None:
             self._report_pending_failure(stream)
 
-    def stream_unpublished(self, stream: Stream) -> None:
-        self._pending_failures.pop(stream, None)
-        recording = self.active.get(stream)
-        if recording is None:
+    def _stream_ended(self, recording: Recording) -> None:
+        """The stream is gone: its recording finishes the file, or a reservation never used goes."""
+        stream = recording.stream
+        if self.active.get(stream) is not recording:
             return
         if recording.state == "PENDING":  # never published: the empty reservation goes
             del self.active[stream]
@@ -172,7 +187,7 @@ class RecordingService:
         session = ms.session if ms is not None else None
         values = template_values(stream.name, ms.id if ms is not None else f"rest-{int(time.time())}",
                                  session.id if session is not None else "", session.app.app_key if session else "",
-                                 self.server.config.node_id)
+                                 self.node_id)
         stem = self.template.render(values)
         try:
             name, file = self.folder.create(stem, container.extension)
@@ -185,14 +200,25 @@ class RecordingService:
             ms.record_name = name
         return Recording(stream, ms, name, file, video_codec, audio_codec, channels, by)
 
+    def _watch_end(self, recording: Recording) -> None:
+        """Once active, a recording learns the end of its stream from the stream (at once if it ended)."""
+        if recording.end_listener is None:
+            recording.end_listener = lambda _stream: self._stream_ended(recording)
+            recording.stream.on_end(recording.end_listener)
+
     def _remember_failure(self, stream: Stream, ms: MediaSession | None, reason: str) -> None:
         log.warning("recording of %r cannot start: %s", stream.name, reason)
         self.failed += 1
         if ms is not None:
             self._pending_failures[stream] = (ms, reason)
+            stream.on_end(self._forget_failure)  # never published: nobody to tell
+
+    def _forget_failure(self, stream: Stream) -> None:
+        self._pending_failures.pop(stream, None)
 
     def _report_pending_failure(self, stream: Stream) -> None:
         pending = self._pending_failures.pop(stream, None)
+        stream.remove_end_listener(self._forget_failure)
         if pending is not None:
             ms, reason = pending
             ms.record = False
@@ -211,24 +237,25 @@ class RecordingService:
         recording.started_at = time.time()
         self.active[stream] = recording
         self.started += 1
-        now = self.server.media.now()
+        now = self._now()
         for kind in ("video", "audio"):
             if (recording.video if kind == "video" else recording.audio) is None:
                 continue
             try:
-                source = self.server.transcoders.source(stream, kind, now)
+                source = stream.frames(kind, now)
             except LookupError:
                 continue
             source.subscribe(recorder.push)
             recording.subscriptions.append((source, recorder.push))
             if kind == "video":
-                recorder.on_keyframe_needed = lambda source=source: source.request_keyframe(self.server.media.now())
+                recorder.on_keyframe_needed = lambda source=source: source.request_keyframe(self._now())
         log.info("recording %r to %s (%s)", stream.name, recording.name, recording.by)
         if recording.ms is not None:
             recording.ms.record = True
             self._report(recording, "STARTED")
             if recording.by == "rest":
                 self._tell(recording.ms, "recordingStarted", "STARTED", recording.name, None)
+        self._watch_end(recording)
 
     def _unsubscribe(self, recording: Recording) -> None:
         for source, callback in recording.subscriptions:
@@ -247,6 +274,8 @@ class RecordingService:
         """The worker finished the file, or gave up (on the loop thread)."""
         recording.result = result
         self._unsubscribe(recording)
+        if recording.end_listener is not None:
+            recording.stream.remove_end_listener(recording.end_listener)
         if self.active.get(recording.stream) is recording:
             del self.active[recording.stream]
         stopping = recording.state == "STOPPING"
@@ -303,7 +332,7 @@ class RecordingService:
 
     def _find_stream(self, body: dict[str, Any]) -> tuple[Stream, MediaSession | None] | None:
         msid, name = body.get("mediaSessionId"), body.get("name")
-        streams = self.server.streams
+        streams = self.streams
         ms: MediaSession | None = None
         if isinstance(msid, str) and len(msid) <= 128:
             ms = streams.media_session(msid)

@@ -57,11 +57,13 @@ class Server:
                                public_address=config["ice.public_address"])
         self.streams = StreamService(self, self.media, connect_timeout=config["webrtc.connect_timeout"],
                                      activity_timeout=config["webrtc.activity_timeout"])
-        self.transcoders = Transcoders(native.depacketize_module(self.python_core), self.media.track, self.media.rtp,
-                                       enabled=config["transcoding.enabled"], preset=config["transcoding.preset"],
+        # The Python twin on a --python-core server: frame readers (taps) and snapshots use it.
+        self.depacketize = native.depacketize_module(self.python_core)
+        self.transcoders = Transcoders(self.media.track, self.media.rtp, enabled=config["transcoding.enabled"],
+                                       preset=config["transcoding.preset"],
                                        keyframe_interval=config["transcoding.keyframe_interval"])
-        self.hls = HlsService(self, self.transcoders)
-        self.recording = RecordingService(self)
+        self.hls = HlsService(config, self.transcoders, self.streams.published, self.authorize_viewer, self.media.now)
+        self.recording = RecordingService(config, self.streams, self.media.now)
         self.rtsp = RtspService(self)
         self.pulls = PullService(self.streams.registry, self.media, PullSettings.from_config(config),
                                  on_published=self.stream_published, on_unpublished=self.stream_unpublished,
@@ -70,7 +72,7 @@ class Server:
         self.events = StreamEvents(self, max_payload=config["data.max_payload_bytes"])
         self.keepalive = StreamKeepAlive(self, interval=config["hooks.keepalive_interval"])
         self.bug_reports = BugReports(self, config["server.reports_dir"] or config.data_dir / "reports")
-        self.snapshots = SnapshotService(self)
+        self.snapshots = SnapshotService(self.depacketize, self.streams.published, self.hooks, self.media.now)
         for service in (self.events, self.bug_reports, self.snapshots):
             self.handlers.update(service.handlers())
         self.started_at = time.time()
@@ -223,13 +225,14 @@ class Server:
         return result.allowed
 
     def stream_published(self, stream: Stream) -> None:
+        stream.depacketize = self.depacketize
         self.hls.stream_published(stream)
         self.recording.stream_published(stream)
 
     def stream_unpublished(self, stream: Stream) -> None:
-        self.hls.stream_unpublished(stream)
-        self.recording.stream_unpublished(stream)
-        self.transcoders.close_stream(stream)
+        """The outputs (HLS, recordings, transcoders, frame taps) learn the end from the stream itself
+        (`Stream.on_end`, told when the stream is released), before this is called: nothing server-wide
+        is left to do here."""
 
     async def on_session_closed(self, session: Session, reason: str) -> None:
         await self.streams.session_closed(session, reason)

@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 from media.snapshot import BUSY, Picture, SnapshotError, Snapshotter
+from media.stream import Stream
 
 from . import protocol
+from .hooks import HookClient
 from .session import Session
 from .streams import NOT_FOUND
-
-if TYPE_CHECKING:
-    from .server import Server
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,15 @@ MAX_PER_SESSION = 2  # snapshots of one session in progress at once
 
 
 class SnapshotService:
-    def __init__(self, server: Server):
-        self.server = server
-        self.snapshotter = Snapshotter(server.transcoders.depacketize)
+    """`depacketize`: the depacketizer module (for the GOP cache's keyframe); `published(name)`: the stream
+    published as `name`, if any; `hooks`: the backend's snapshot hook; `now`: the media clock."""
+
+    def __init__(self, depacketize: ModuleType, published: Callable[[str], Stream | None], hooks: HookClient,
+                 now: Callable[[], float]):
+        self.snapshotter = Snapshotter(depacketize)
+        self._published = published
+        self._hooks = hooks
+        self._now = now
         self._in_progress: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -42,12 +49,12 @@ class SnapshotService:
 
     async def take(self, name: str) -> Picture:
         """The current picture of the stream published as `name`; SnapshotError says why not."""
-        stream = self.server.streams.published(name)
+        stream = self._published(name)
         if stream is None:
             raise SnapshotError(NOT_FOUND)
-        now = self.server.media.now()
+        now = self._now()
         track = stream.track("video")
-        source = self.server.transcoders.source(stream, "video", now) if track is not None else None
+        source = stream.frames("video", now) if track is not None else None
         return await self.snapshotter.take(track, source, now)
 
     async def rest_snapshot(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -79,7 +86,7 @@ class SnapshotService:
     async def _snapshot(self, session: Session, msid: str, name: str, obj: dict[str, Any]) -> None:
         try:
             body = {"mediaSessionId": msid, "name": name, **session.context}
-            result = await self.server.hooks.call(session.app, "snapshot", body,
+            result = await self._hooks.call(session.app, "snapshot", body,
                                                   session.rest_config.for_method("snapshot"))
             if not result.allowed:
                 await self._answer(session, msid, name, None, result.reason or "Restricted access")

@@ -61,7 +61,7 @@ class Publisher:
 
 
 def transcoders(**settings: object) -> Transcoders:
-    return Transcoders(DEPACKETIZE, TRACK, RTP, **settings)  # type: ignore[arg-type]
+    return Transcoders(TRACK, RTP, **settings)  # type: ignore[arg-type]
 
 
 def decode(codec: str, frames: list[EncodedFrame]) -> list[av.VideoFrame]:
@@ -100,7 +100,7 @@ async def test_vp8_to_h264_decodes_at_source_size_with_regular_keyframes() -> No
     hub = transcoders(keyframe_interval=0.5)
     loop = asyncio.get_running_loop()
     source_frames: list[EncodedFrame] = []
-    hub.source(pub.stream, "video", loop.time()).subscribe(source_frames.append)
+    pub.stream.frames("video", loop.time()).subscribe(source_frames.append)
     transcoder = hub.acquire(pub.stream, Target("video", "H264"), loop.time())
     out: list[EncodedFrame] = []
     transcoder.output.subscribe(out.append)
@@ -134,7 +134,7 @@ async def test_h264_to_vp8_scaled(width: int, height: int, expected: tuple[int, 
     hub = transcoders()
     loop = asyncio.get_running_loop()
     source_frames: list[EncodedFrame] = []
-    hub.source(pub.stream, "video", loop.time()).subscribe(source_frames.append)
+    pub.stream.frames("video", loop.time()).subscribe(source_frames.append)
     transcoder = hub.acquire(pub.stream, Target("video", "VP8", width, height), loop.time())
     out: list[EncodedFrame] = []
     transcoder.output.subscribe(out.append)
@@ -182,7 +182,7 @@ async def test_opus_to_aac_in_step_with_the_input() -> None:
     hub = transcoders()
     loop = asyncio.get_running_loop()
     source_frames: list[EncodedFrame] = []
-    hub.source(pub.stream, "audio", loop.time()).subscribe(source_frames.append)
+    pub.stream.frames("audio", loop.time()).subscribe(source_frames.append)
     transcoder = hub.acquire(pub.stream, Target("audio", "AAC"), loop.time())
     out: list[EncodedFrame] = []
     transcoder.output.subscribe(out.append)
@@ -316,7 +316,7 @@ async def test_one_transcoder_per_target_stopped_with_its_last_user() -> None:
     assert second is first and first.users == 2 and hub.created() == 1
     other = hub.acquire(pub.stream, Target("video", "H264", 320, 240), now)
     assert other is not first and hub.created() == 2 and hub.active() == 2
-    assert hub.source(pub.stream, "video", now) is hub.source(pub.stream, "video", now)
+    assert pub.stream.frames("video", now) is pub.stream.frames("video", now)
     assert len(pub.video.listeners) == 1  # one tap feeds both
     assert first.thread.is_alive() and other.thread.is_alive()
     assert [d["users"] for d in hub.describe()] == [2, 1]
@@ -336,7 +336,7 @@ async def test_one_transcoder_per_target_stopped_with_its_last_user() -> None:
     assert pub.video.listeners == []
 
 
-async def test_close_stream_stops_everything_of_the_stream() -> None:
+async def test_the_end_of_the_stream_stops_everything_of_the_stream() -> None:
     pub = Publisher()
     hub = transcoders()
     now = asyncio.get_running_loop().time()
@@ -344,7 +344,7 @@ async def test_close_stream_stops_everything_of_the_stream() -> None:
     video.rtp_track()
     audio = hub.acquire(pub.stream, Target("audio", "AAC"), now)
     audio.output.subscribe(lambda frame: None)
-    hub.close_stream(pub.stream)
+    pub.stream.end()  # the publisher is gone
     assert hub.active() == 0 and pub.video.listeners == [] and pub.audio.listeners == []
     assert video.output.subscribers == [] and audio.output.subscribers == []
     await wait_for(lambda: not video.thread.is_alive() and not audio.thread.is_alive(), 5)
@@ -385,7 +385,7 @@ async def test_overload_drops_up_to_a_keyframe_and_recovers() -> None:
     hub = transcoders(queue_frames=2, late_after=60.0)
     loop = asyncio.get_running_loop()
     source_frames: list[EncodedFrame] = []
-    hub.source(pub.stream, "video", loop.time()).subscribe(source_frames.append)
+    pub.stream.frames("video", loop.time()).subscribe(source_frames.append)
     transcoder = hub.acquire(pub.stream, Target("video", "H264"), loop.time())
     out: list[EncodedFrame] = []
     transcoder.output.subscribe(out.append)
@@ -417,7 +417,7 @@ async def test_late_pictures_are_decoded_but_not_encoded() -> None:
     hub = transcoders(queue_frames=200, late_after=0.005)
     loop = asyncio.get_running_loop()
     source_frames: list[EncodedFrame] = []
-    hub.source(pub.stream, "video", loop.time()).subscribe(source_frames.append)
+    pub.stream.frames("video", loop.time()).subscribe(source_frames.append)
     transcoder = hub.acquire(pub.stream, Target("video", "H264"), loop.time())
     out: list[EncodedFrame] = []
     transcoder.output.subscribe(out.append)
@@ -458,7 +458,7 @@ async def test_garbage_input_is_counted_and_the_worker_goes_on() -> None:
     frames = media_gen.packetize("VP8", media_gen.encode_video("VP8", frames=60, keyframe_interval=30))
     hub = transcoders()
     loop = asyncio.get_running_loop()
-    source = hub.source(pub.stream, "video", loop.time())
+    source = pub.stream.frames("video", loop.time())
     source_frames: list[EncodedFrame] = []
     source.subscribe(source_frames.append)
     transcoder = hub.acquire(pub.stream, Target("video", "H264"), loop.time())
