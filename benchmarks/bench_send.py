@@ -30,15 +30,16 @@ from pathlib import Path
 from types import ModuleType
 
 import pylibsrtp
-
 import twin_timing  # beside this script
 
 try:
     import media._native.fanout as native_fanout
+
     import media._native.rtp as native_rtp
 except ImportError:  # run from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import media._native.fanout as native_fanout
+
     import media._native.rtp as native_rtp
 from media import fanout as twin_fanout  # noqa: E402
 from media import rtp as twin_rtp  # noqa: E402
