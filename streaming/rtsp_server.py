@@ -26,7 +26,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from media.reader import RtpReader
 from media.rtsp_protocol.auth import Authenticator
@@ -34,12 +34,12 @@ from media.rtsp_protocol.parser import InterleavedFrame, ParseError, Request, Re
 from media.rtsp_protocol.sdp import SdpTrack, build_sdp
 from media.rtsp_protocol.session import PUBLIC, RtspError, SessionMachine, SessionState, Target, parse_target
 from media.rtsp_protocol.transport import Transport, UnsupportedTransport, parse_transport, transport_reply
+from media.sfu import MediaCore
 from media.stream import PublishedTrack, Stream, TrackSink
 
+from .config import Config
+from .hls_server import AuthorizeViewer
 from .streams import validate_name
-
-if TYPE_CHECKING:
-    from .server import Server
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +122,14 @@ def _buffered(transport: asyncio.BaseTransport) -> int:
 
 
 class RtspService:
-    def __init__(self, server: Server):
-        self.server = server
-        config = server.config
+    """`published(name)`: the stream published as `name`, if any; `authorize_viewer`: the backend's word
+    on a viewer without a WebSocket session (the playRTSP hook); `media`: the core's modules and clock."""
+
+    def __init__(self, config: Config, media: MediaCore, published: Callable[[str], Stream | None],
+                 authorize_viewer: AuthorizeViewer):
+        self.media = media
+        self.published = published
+        self._authorize_viewer = authorize_viewer
         self.session_timeout = float(config["rtsp.session_timeout"])
         self.app_key = str(config["rtsp.app_key"])
         self.udp_port = int(config["rtsp.udp_port"])
@@ -190,7 +195,7 @@ class RtspService:
         """Silent sessions end; the clients of an unpublished stream are disconnected."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            now = self.server.media.now()
+            now = self.media.now()
             for connection in list(self.connections):
                 connection.check(now)
 
@@ -200,7 +205,7 @@ class RtspService:
         """Receiver reports (and NAT keep-alives) from UDP clients prove they are still there."""
         found = self._udp_clients.get((addr[0], addr[1]))
         if found is not None:
-            now = found[1].state.last_activity = self.server.media.now()
+            now = found[1].state.last_activity = self.media.now()
             if len(data) >= 8 and 192 <= data[1] <= 223:  # RTCP (RFC 5761 4), not a NAT keep-alive
                 found[1].on_rtcp(data, now)
 
@@ -233,7 +238,7 @@ class RtspService:
     # -- authorization -----------------------------------------------------------------------------
 
     async def authorized(self, peer: str, name: str, token: str) -> bool:
-        return await self.server.authorize_viewer(self.app_key, "playRTSP", "RTSP", peer, name, token)
+        return await self._authorize_viewer(self.app_key, "playRTSP", "RTSP", peer, name, token)
 
     # -- introspection -----------------------------------------------------------------------------
 
@@ -288,11 +293,11 @@ class RtspConnection(asyncio.Protocol):
         self.peer = peer[0] if peer else "unknown"
         self.service.connections.add(self)
         self.service.stats.connections += 1
-        self.last_data = self.service.server.media.now()
+        self.last_data = self.service.media.now()
         self._worker = asyncio.get_running_loop().create_task(self._work())
 
     def data_received(self, data: bytes) -> None:
-        now = self.last_data = self.service.server.media.now()
+        now = self.last_data = self.service.media.now()
         for session in self.machine.sessions.values():
             session.last_activity = now  # any data on the connection: the client is alive
         for event in self.parser.feed(data):
@@ -377,7 +382,7 @@ class RtspConnection(asyncio.Protocol):
         cseq = request.cseq
         if cseq is None:
             raise RtspError(400, "CSeq is missing or not a number")
-        now = self.service.server.media.now()
+        now = self.service.media.now()
         method = request.method
         if method == "OPTIONS":
             self.machine.find(request, now, required=False, method=method)
@@ -424,7 +429,7 @@ class RtspConnection(asyncio.Protocol):
         target = parse_target(uri)
         if target is None or validate_name(target.name) is not None:
             raise RtspError(404, "no such stream")
-        stream = self.service.server.streams.published(target.name)
+        stream = self.service.published(target.name)
         if stream is None:
             raise RtspError(404, "no such stream")
         # Players build SETUP URLs from Content-Base, which drops the query: a stream allowed once on
@@ -435,7 +440,7 @@ class RtspConnection(asyncio.Protocol):
                 self.service.stats.refused += 1
                 raise RtspError(403, "refused by the backend")
             self._authorized.add(target.name)
-            stream = self.service.server.streams.published(target.name)  # the hook took time
+            stream = self.service.published(target.name)  # the hook took time
             if stream is None:
                 raise RtspError(404, "no such stream")
         return stream, target
@@ -444,7 +449,7 @@ class RtspConnection(asyncio.Protocol):
         stream, target = await self._stream_for(request.uri)
         if target.track is not None:
             raise RtspError(404, "DESCRIBE names a stream, not a track")
-        media = self.service.server.media
+        media = self.service.media
         for track in stream.tracks:
             if track.codec.name == "H264":
                 await _wait_parameter_sets(track, media.now)
@@ -483,7 +488,7 @@ class RtspConnection(asyncio.Protocol):
         state, transport = self.machine.setup(request, target, transport, now, used)
         client = self.clients.get(state.id)
         if client is None:
-            client = self.clients[state.id] = MediaClient(state, stream, self.service.server.media.rtp)
+            client = self.clients[state.id] = MediaClient(state, stream, self.service.media.rtp)
             self.service.stats.sessions += 1
             stream.on_end(self._stream_ended)
         track = served[track_index]
@@ -501,7 +506,7 @@ class RtspConnection(asyncio.Protocol):
             send_rtcp = self.service.udp_sender(rtcp_addr, rtcp=True)
             self.service.register_udp(self, client, [rtp_addr, rtcp_addr])
             server_ports = self.service.server_ports
-        sink = TrackSink(self.service.server.media.rtp, ssrc, track.codec.payload_type, track.codec.clock_rate,
+        sink = TrackSink(self.service.media.rtp, ssrc, track.codec.payload_type, track.codec.clock_rate,
                          video=track.kind == "video", send_rtp=send_rtp, send_rtcp=send_rtcp)
         self._route(sink, transport)
         client.set_track(track_index, track, sink, transport, now)

@@ -64,7 +64,7 @@ class Server:
                                        keyframe_interval=config["transcoding.keyframe_interval"])
         self.hls = HlsService(config, self.transcoders, self.streams.published, self.authorize_viewer, self.media.now)
         self.recording = RecordingService(config, self.streams, self.media.now)
-        self.rtsp = RtspService(self)
+        self.rtsp = RtspService(config, self.media, self.streams.published, self.authorize_viewer)
         self.pulls = PullService(self.streams.registry, self.media, PullSettings.from_config(config),
                                  on_published=self.stream_published, on_unpublished=self.stream_unpublished,
                                  end_viewers=self.streams.end_viewers)
