@@ -334,7 +334,8 @@ cdef class Fanout:
     cdef list _outputs
     cdef OutState** _states
     cdef Py_ssize_t _capacity
-    cdef uint8_t* _slots
+    cdef uint8_t* _slots  # one per output: frames that wait for Python (TCP tails, callables)
+    cdef uint8_t* _batch  # one per datagram of the batch being built
     cdef mmsghdr* _msgs
     cdef iovec* _iovs
     cdef Py_ssize_t* _owner
@@ -346,6 +347,7 @@ cdef class Fanout:
         self._states = NULL
         self._capacity = 0
         self._slots = NULL
+        self._batch = NULL
         self._msgs = NULL
         self._iovs = NULL
         self._owner = NULL
@@ -355,6 +357,7 @@ cdef class Fanout:
     def __dealloc__(self):
         PyMem_Free(self._states)
         PyMem_Free(self._slots)
+        PyMem_Free(self._batch)
         PyMem_Free(self._msgs)
         PyMem_Free(self._iovs)
         PyMem_Free(self._owner)
@@ -380,6 +383,10 @@ cdef class Fanout:
         if slots == NULL:
             raise MemoryError()
         self._slots = slots
+        batch = <uint8_t*>PyMem_Realloc(self._batch, min(capacity, MAX_BATCH) * SLOT)
+        if batch == NULL:
+            raise MemoryError()
+        self._batch = batch
         msgs = <mmsghdr*>PyMem_Realloc(self._msgs, capacity * sizeof(mmsghdr))
         if msgs == NULL:
             raise MemoryError()
@@ -414,6 +421,28 @@ cdef class Fanout:
             self._outputs.remove(output)
             self._index()
 
+    cdef int _flush(self, Py_ssize_t m, int fd) noexcept nogil:
+        """Send the batch of m datagrams on socket fd; a message the kernel refuses (full buffer, peer
+        gone) is dropped and counted, and the rest are tried. Returns how many went."""
+        cdef Py_ssize_t j = 0, i
+        cdef int r, sent = 0
+        cdef OutState* o
+        while j < m:
+            r = sendmmsg(fd, &self._msgs[j], <unsigned int>(m - j), MSG_DONTWAIT)
+            if r > 0:
+                for i in range(j, j + r):
+                    o = self._states[self._owner[i]]
+                    o.sent += 1
+                    o.bytes_sent += self._iovs[i].iov_len
+                sent += r
+                j += r
+            elif r < 0 and errno == EINTR:
+                continue
+            else:
+                self._states[self._owner[j]].dropped += 1
+                j += 1
+        return sent
+
     def forward(self, bytes packet not None, bint keyframe, double now):
         """Forward one received packet to every output; returns how many took it. An output waiting for
         a keyframe skips (counted) until `keyframe` is set; a full socket or an SRTP failure drops
@@ -421,8 +450,8 @@ cdef class Fanout:
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(packet)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(packet)
         cdef Py_ssize_t count = len(self._outputs)
-        cdef Py_ssize_t i, m = 0, j, k, r
-        cdef int length, fd, sent_now
+        cdef Py_ssize_t i, m = 0, r
+        cdef int length, fd = -1, sent_now
         cdef OutState* o
         cdef uint8_t* slot
         cdef bint python_pass = False
@@ -449,10 +478,17 @@ cdef class Fanout:
                 if o.route == R_NONE:
                     o.dropped += 1
                     continue
-                slot = self._slots + i * SLOT
-                memcpy(slot + PREFIX, p, n)
-                rewrite_packet(o.rw, slot + PREFIX, n, True, now)
                 if o.route == R_UDP:
+                    # Datagrams go in batches to one socket (RTSP clients share the server's RTP socket):
+                    # a batch is sent when the next output has another socket (every WebRTC peer has its
+                    # own), so its slots are reused at once and stay in the cache.
+                    if m and (o.fd != fd or m == MAX_BATCH):
+                        sent_now += self._flush(m, fd)
+                        m = 0
+                    fd = o.fd
+                    slot = self._batch + m * SLOT
+                    memcpy(slot + PREFIX, p, n)
+                    rewrite_packet(o.rw, slot + PREFIX, n, True, now)
                     length = <int>n
                     if o.srtp != NULL and _PROTECT(o.srtp, slot + PREFIX, &length) != 0:
                         o.dropped += 1
@@ -466,7 +502,11 @@ cdef class Fanout:
                     self._msgs[m].msg_hdr.msg_iovlen = 1
                     self._owner[m] = i
                     m += 1
-                elif o.route == R_TCP and not o.blocked:
+                    continue
+                slot = self._slots + i * SLOT
+                memcpy(slot + PREFIX, p, n)
+                rewrite_packet(o.rw, slot + PREFIX, n, True, now)
+                if o.route == R_TCP and not o.blocked:
                     _frame(slot, o.channel, n)
                     r = send(o.fd, slot, <size_t>(n + PREFIX), MSG_DONTWAIT | MSG_NOSIGNAL)
                     if r == n + PREFIX:
@@ -488,28 +528,8 @@ cdef class Fanout:
                     o.pending = P_CALL
                     o.length = n
                     python_pass = True
-            # Datagrams in runs that share a socket: one sendmmsg per run (RTSP clients share the
-            # server's RTP socket; WebRTC peers each have their own).
-            j = 0
-            while j < m:
-                fd = self._states[self._owner[j]].fd
-                k = j + 1
-                while k < m and k - j < MAX_BATCH and self._states[self._owner[k]].fd == fd:
-                    k += 1
-                while j < k:
-                    r = sendmmsg(fd, &self._msgs[j], <unsigned int>(k - j), MSG_DONTWAIT)
-                    if r > 0:
-                        for i in range(j, j + r):
-                            o = self._states[self._owner[i]]
-                            o.sent += 1
-                            o.bytes_sent += self._iovs[i].iov_len
-                        sent_now += <int>r
-                        j += r
-                    elif r < 0 and errno == EINTR:
-                        continue
-                    else:
-                        self._states[self._owner[j]].dropped += 1  # full socket buffer, or gone
-                        j += 1
+            if m:
+                sent_now += self._flush(m, fd)
         if python_pass:
             # Callables may add or remove outputs (a route resolved, a viewer gone): walk a copy, and take
             # each slot from the current buffer (a reallocation keeps slots where they were).
