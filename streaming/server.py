@@ -69,9 +69,11 @@ class Server:
                                  on_published=self.stream_published, on_unpublished=self.stream_unpublished,
                                  end_viewers=self.streams.end_viewers)
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())
-        self.events = StreamEvents(self, max_payload=config["data.max_payload_bytes"])
-        self.keepalive = StreamKeepAlive(self, interval=config["hooks.keepalive_interval"])
-        self.bug_reports = BugReports(self, config["server.reports_dir"] or config.data_dir / "reports")
+        self.events = StreamEvents(self.streams, self.hooks, self.sessions.get, config.node_id,
+                                   max_payload=config["data.max_payload_bytes"])
+        self.keepalive = StreamKeepAlive(self.streams, self.hooks, interval=config["hooks.keepalive_interval"])
+        self.bug_reports = BugReports(self.hooks, self.streams.media_sessions, config.node_id, self.media_core,
+                                      config["server.reports_dir"] or config.data_dir / "reports")
         self.snapshots = SnapshotService(self.depacketize, self.streams.published, self.hooks, self.media.now)
         for service in (self.events, self.bug_reports, self.snapshots):
             self.handlers.update(service.handlers())
