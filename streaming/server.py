@@ -16,7 +16,7 @@ from aiohttp import web
 
 from media import ice, native
 from media.sfu import MediaCore
-from media.stream import Stream
+from media.stream import Stream, StreamRegistry
 from media.transcode import Transcoders
 
 from . import rest_api
@@ -55,19 +55,26 @@ class Server:
         self.media = MediaCore(native.rtp_module(self.python_core), native.track_module(self.python_core),
                                max_bitrate=config["webrtc.max_bitrate"],
                                public_address=config["ice.public_address"])
-        self.streams = StreamService(self, self.media, connect_timeout=config["webrtc.connect_timeout"],
-                                     activity_timeout=config["webrtc.activity_timeout"])
         # The Python twin on a --python-core server: frame readers (taps) and snapshots use it.
         self.depacketize = native.depacketize_module(self.python_core)
         self.transcoders = Transcoders(self.media.track, self.media.rtp, enabled=config["transcoding.enabled"],
                                        preset=config["transcoding.preset"],
                                        keyframe_interval=config["transcoding.keyframe_interval"])
+        # The stream service and the pulls use each other, as do the stream service and recording: the
+        # calls back into services made later (the viewers of an ended pull, a publisher's file name)
+        # look them up when they happen, which is only once the server runs.
+        registry = StreamRegistry()
+        self.pulls = PullService(registry, self.media, PullSettings.from_config(config),
+                                 on_published=self.stream_published, on_unpublished=self.stream_unpublished,
+                                 end_viewers=lambda stream, info: self.streams.end_viewers(stream, info))
+        self.streams = StreamService(self.media, registry, self.hooks, self.transcoders, self.pulls,
+                                     on_published=self.stream_published, on_unpublished=self.stream_unpublished,
+                                     prepare_recording=lambda ms: self.recording.prepare(ms),
+                                     connect_timeout=config["webrtc.connect_timeout"],
+                                     activity_timeout=config["webrtc.activity_timeout"])
         self.hls = HlsService(config, self.transcoders, self.streams.published, self.authorize_viewer, self.media.now)
         self.recording = RecordingService(config, self.streams, self.media.now)
         self.rtsp = RtspService(self)
-        self.pulls = PullService(self.streams.registry, self.media, PullSettings.from_config(config),
-                                 on_published=self.stream_published, on_unpublished=self.stream_unpublished,
-                                 end_viewers=self.streams.end_viewers)
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())
         self.events = StreamEvents(self.streams, self.hooks, self.sessions.get, config.node_id,
                                    max_payload=config["data.max_payload_bytes"])
