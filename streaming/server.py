@@ -34,7 +34,7 @@ from .rtsp_server import RtspService
 from .session import Session, SessionRegistry
 from .snapshots import SnapshotService
 from .streams import StreamService
-from .ws import ClientConnection, Handler
+from .ws import ClientConnection, ConnectionServices, Handler
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,11 @@ class Server:
         self.snapshots = SnapshotService(self.depacketize, self.streams.published, self.hooks, self.media.now)
         for service in (self.events, self.bug_reports, self.snapshots):
             self.handlers.update(service.handlers())
+        self.connection_services = ConnectionServices(
+            node_id=config.node_id, apps=self.apps, hooks=self.hooks, sessions=self.sessions, handlers=self.handlers,
+            on_session_closed=self.on_session_closed, ping_interval=config["ws.ping_interval"],
+            ping_probes=config["ws.ping_probes"], max_message_bytes=config["ws.max_message_bytes"],
+            connect_on_error=config["hooks.connect_on_error"])
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
@@ -207,7 +212,7 @@ class Server:
         if not ws.can_prepare(request).ok:
             return web.Response(status=426, text="This port speaks WebSocket (the WebSDK client protocol)\n")
         await ws.prepare(request)
-        await ClientConnection(self, ws, request).run()
+        await ClientConnection(self.connection_services, ws, request).run()
         return ws
 
     # -- outputs of published streams --------------------------------------------------------------
