@@ -14,15 +14,16 @@ import itertools
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .hooks import CONTEXT_FIELDS
+from .hooks import CONTEXT_FIELDS, HookClient
 from .protocol import ProtocolError
 from .session import Session
 
 if TYPE_CHECKING:
-    from .server import Server
+    from .streams import MediaSession
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,15 @@ MAX_PER_SESSION = 20
 
 
 class BugReports:
-    def __init__(self, server: Server, folder: Path):
-        self.server = server
+    """`hooks`: the backend (sendBugReport); `media_sessions`: the server's streams, of which a report
+    carries its session's; `node_id` and `media_core`: what a report says of the server."""
+
+    def __init__(self, hooks: HookClient, media_sessions: Callable[[], list[MediaSession]], node_id: str,
+                 media_core: str, folder: Path):
+        self.hooks = hooks
+        self._media_sessions = media_sessions
+        self.node_id = node_id
+        self.media_core = media_core
         self.folder = folder
         self.saved = 0
         self._counter = itertools.count(1)
@@ -46,8 +54,8 @@ class BugReports:
             raise ProtocolError(f"Bug report not saved: a session may submit {MAX_PER_SESSION} reports",
                                 "submitBugReport")
         body = {**obj, **session.context}
-        result = await self.server.hooks.call(session.app, "sendBugReport", body,
-                                              session.rest_config.for_method("sendBugReport"))
+        result = await self.hooks.call(session.app, "sendBugReport", body,
+                                       session.rest_config.for_method("sendBugReport"))
         if not result.allowed:
             raise ProtocolError(f"Bug report refused: {result.reason or 'Restricted access'}", "submitBugReport")
         self._per_session[session.id] = count + 1
@@ -59,9 +67,8 @@ class BugReports:
             "receivedAt": now.isoformat(timespec="milliseconds"),
             "report": {k: v for k, v in result.data.items() if k not in CONTEXT_FIELDS},
             "session": session.describe(),
-            "streams": [ms.status_object() for ms in self.server.streams.media_sessions()
-                        if ms.session is session],
-            "server": {"nodeId": self.server.config.node_id, "mediaCore": self.server.media_core},
+            "streams": [ms.status_object() for ms in self._media_sessions() if ms.session is session],
+            "server": {"nodeId": self.node_id, "mediaCore": self.media_core},
         }
         try:
             await asyncio.to_thread(self._write, self.folder / name, document)

@@ -16,15 +16,14 @@ import asyncio
 import json
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from . import protocol
+from .hooks import HookClient
 from .protocol import ProtocolError
 from .session import Session
 from .streams import NOT_FOUND, MediaSession
-
-if TYPE_CHECKING:
-    from .server import Server
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +53,25 @@ def payload_size(payload: Any) -> int:
     return len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
 
 
+class EventStreams(Protocol):
+    """How events find the stream they are about (streaming/streams.py's StreamService)."""
+
+    def media_session(self, msid: str) -> MediaSession | None: ...
+
+    def publisher(self, name: str) -> MediaSession | None: ...
+
+
 class StreamEvents:
-    def __init__(self, server: Server, max_payload: int):
-        self.server = server
+    """`streams`: the streams events are sent on; `hooks`: the backend (sendData, OnDataEvent);
+    `find_session`: a client session by id (/rest-api/data/send); `node_id`: this node's, which a REST
+    request naming another node is refused by."""
+
+    def __init__(self, streams: EventStreams, hooks: HookClient, find_session: Callable[[str], Session | None],
+                 node_id: str, max_payload: int):
+        self.streams = streams
+        self.hooks = hooks
+        self._find_session = find_session
+        self.node_id = node_id
         self.max_payload = max_payload
         self._fanouts: set[asyncio.Task[None]] = set()
         self.sent = 0  # notifyStreamEvent frames handed to viewers
@@ -69,7 +84,7 @@ class StreamEvents:
     async def on_stream_event(self, session: Session, obj: dict[str, Any]) -> None:
         msid = protocol.require_str(obj, "mediaSessionId", "sendStreamEvent", max_length=128)
         assert msid is not None
-        ms = self.server.streams.media_session(msid)
+        ms = self.streams.media_session(msid)
         if ms is None or ms.session is not session:  # someone else's stream is as good as none
             raise ProtocolError(NOT_FOUND, "sendStreamEvent", msid)
         if not ms.published:
@@ -89,9 +104,9 @@ class StreamEvents:
             raise EventError("Field 'name' or 'mediaSessionId' (string) is required")
         event_type = self._event_type(body.get("type"))
         self._check_payload(body.get("payload"))
-        ms = self.server.streams.publisher(name) if isinstance(name, str) else None
+        ms = self.streams.publisher(name) if isinstance(name, str) else None
         if ms is None and isinstance(msid, str):
-            ms = self.server.streams.media_session(msid)
+            ms = self.streams.media_session(msid)
         if ms is None:
             raise EventError(NOT_FOUND, 404)
         if not ms.published:
@@ -159,8 +174,8 @@ class StreamEvents:
                                     f"Payload too large: {size} bytes, the limit is {self.max_payload}")
             return
         body = {"operationId": operation_id, "payload": payload, **session.context}
-        result = await self.server.hooks.call(session.app, "sendData", body,
-                                              session.rest_config.for_method("sendData"))
+        result = await self.hooks.call(session.app, "sendData", body,
+                                       session.rest_config.for_method("sendData"))
         await self._data_status(session, operation_id, result.allowed, None if result.allowed else
                                 result.reason or "Restricted access")
 
@@ -175,23 +190,23 @@ class StreamEvents:
         session_id, node_id = body.get("sessionId"), body.get("nodeId")
         if not isinstance(session_id, str):
             raise EventError("Field 'sessionId' (string) is required")
-        if node_id is not None and node_id != self.server.config.node_id:
+        if node_id is not None and node_id != self.node_id:
             raise EventError(f"nodeId {str(node_id)[:128]!r} is not this node "
-                             f"({self.server.config.node_id})", 404)
+                             f"({self.node_id})", 404)
         operation_id = body.get("operationId")
         if operation_id is None:
             operation_id = str(uuid.uuid4())
         if not isinstance(operation_id, str) or not 0 < len(operation_id) <= MAX_OPERATION_ID:
             raise EventError(f"Field 'operationId' must be a string of 1..{MAX_OPERATION_ID} characters")
         self._check_payload(body.get("payload"))
-        session = self.server.sessions.get(session_id)
+        session = self._find_session(session_id)
         if session is None:
             raise EventError("Connection not found", 404)
         if session.connection is None:
             raise EventError("The client of this connection is not attached now (keepAlive grace)", 409)
         data = {"operationId": operation_id, "payload": body.get("payload"), **session.context}
-        result = await self.server.hooks.call(session.app, "OnDataEvent", data,
-                                              session.rest_config.for_method("OnDataEvent"))
+        result = await self.hooks.call(session.app, "OnDataEvent", data,
+                                       session.rest_config.for_method("OnDataEvent"))
         status: dict[str, Any] = {"operationId": operation_id, "status": "ACCEPTED" if result.allowed else "FAILED"}
         if not result.allowed:
             status["info"] = result.reason or "Restricted access"

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from .hooks import HookClient
 from .streams import MediaSession
-
-if TYPE_CHECKING:
-    from .server import Server
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +24,20 @@ def keepalive_body(ms: MediaSession) -> dict[str, Any]:
     return {**ms.status_object(), "mediaProvider": "WebRTC", **ms.session.context}
 
 
+class KeepAliveStreams(Protocol):
+    """The streams keep-alive asks about and ends (streaming/streams.py's StreamService)."""
+
+    def media_sessions(self) -> list[MediaSession]: ...
+
+    async def terminate(self, ms: MediaSession, info: str) -> None: ...
+
+
 class StreamKeepAlive:
-    def __init__(self, server: Server, interval: float):
-        self.server = server
+    """`streams`: the streams asked about; `hooks`: the backend that is asked."""
+
+    def __init__(self, streams: KeepAliveStreams, hooks: HookClient, interval: float):
+        self.streams = streams
+        self.hooks = hooks
         self.interval = interval
         self.sent = 0
         self.terminated = 0
@@ -52,13 +61,13 @@ class StreamKeepAlive:
 
     async def round(self) -> None:
         """Ask about every active stream at once; each call has the hook timeout of its own."""
-        active = [ms for ms in self.server.streams.media_sessions() if ms.status in ACTIVE]
+        active = [ms for ms in self.streams.media_sessions() if ms.status in ACTIVE]
         await asyncio.gather(*(self._ask(ms) for ms in active))
 
     async def _ask(self, ms: MediaSession) -> None:
         session = ms.session
-        result = await self.server.hooks.call(session.app, METHOD, keepalive_body(ms),
-                                              session.rest_config.for_method(METHOD))
+        result = await self.hooks.call(session.app, METHOD, keepalive_body(ms),
+                                       session.rest_config.for_method(METHOD))
         if not result.called:
             return
         self.sent += 1
@@ -67,4 +76,4 @@ class StreamKeepAlive:
         self.terminated += 1
         log.info("stream %r %s ended: the backend answered %s %s to %s", ms.name,
                  "publisher" if ms.published else "viewer", result.status, result.reason, METHOD)
-        await self.server.streams.terminate(ms, TERMINATED)
+        await self.streams.terminate(ms, TERMINATED)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from media import ice, native
 from media.sfu import MediaCore
-from media.stream import Stream
+from media.stream import Stream, StreamRegistry
 from media.transcode import Transcoders
 
 from . import rest_api
@@ -34,7 +34,7 @@ from .rtsp_server import RtspService
 from .session import Session, SessionRegistry
 from .snapshots import SnapshotService
 from .streams import StreamService
-from .ws import ClientConnection, Handler
+from .ws import ClientConnection, ConnectionServices, Handler
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +55,40 @@ class Server:
         self.media = MediaCore(native.rtp_module(self.python_core), native.track_module(self.python_core),
                                max_bitrate=config["webrtc.max_bitrate"],
                                public_address=config["ice.public_address"])
-        self.streams = StreamService(self, self.media, connect_timeout=config["webrtc.connect_timeout"],
-                                     activity_timeout=config["webrtc.activity_timeout"])
         # The Python twin on a --python-core server: frame readers (taps) and snapshots use it.
         self.depacketize = native.depacketize_module(self.python_core)
         self.transcoders = Transcoders(self.media.track, self.media.rtp, enabled=config["transcoding.enabled"],
                                        preset=config["transcoding.preset"],
                                        keyframe_interval=config["transcoding.keyframe_interval"])
+        # The stream service and the pulls use each other, as do the stream service and recording: the
+        # calls back into services made later (the viewers of an ended pull, a publisher's file name)
+        # look them up when they happen, which is only once the server runs.
+        registry = StreamRegistry()
+        self.pulls = PullService(registry, self.media, PullSettings.from_config(config),
+                                 on_published=self.stream_published, on_unpublished=self.stream_unpublished,
+                                 end_viewers=lambda stream, info: self.streams.end_viewers(stream, info))
+        self.streams = StreamService(self.media, registry, self.hooks, self.transcoders, self.pulls,
+                                     on_published=self.stream_published, on_unpublished=self.stream_unpublished,
+                                     prepare_recording=lambda ms: self.recording.prepare(ms),
+                                     connect_timeout=config["webrtc.connect_timeout"],
+                                     activity_timeout=config["webrtc.activity_timeout"])
         self.hls = HlsService(config, self.transcoders, self.streams.published, self.authorize_viewer, self.media.now)
         self.recording = RecordingService(config, self.streams, self.media.now)
         self.rtsp = RtspService(config, self.media, self.streams.published, self.authorize_viewer)
-        self.pulls = PullService(self.streams.registry, self.media, PullSettings.from_config(config),
-                                 on_published=self.stream_published, on_unpublished=self.stream_unpublished,
-                                 end_viewers=self.streams.end_viewers)
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())
-        self.events = StreamEvents(self, max_payload=config["data.max_payload_bytes"])
-        self.keepalive = StreamKeepAlive(self, interval=config["hooks.keepalive_interval"])
-        self.bug_reports = BugReports(self, config["server.reports_dir"] or config.data_dir / "reports")
+        self.events = StreamEvents(self.streams, self.hooks, self.sessions.get, config.node_id,
+                                   max_payload=config["data.max_payload_bytes"])
+        self.keepalive = StreamKeepAlive(self.streams, self.hooks, interval=config["hooks.keepalive_interval"])
+        self.bug_reports = BugReports(self.hooks, self.streams.media_sessions, config.node_id, self.media_core,
+                                      config["server.reports_dir"] or config.data_dir / "reports")
         self.snapshots = SnapshotService(self.depacketize, self.streams.published, self.hooks, self.media.now)
         for service in (self.events, self.bug_reports, self.snapshots):
             self.handlers.update(service.handlers())
+        self.connection_services = ConnectionServices(
+            node_id=config.node_id, apps=self.apps, hooks=self.hooks, sessions=self.sessions, handlers=self.handlers,
+            on_session_closed=self.on_session_closed, ping_interval=config["ws.ping_interval"],
+            ping_probes=config["ws.ping_probes"], max_message_bytes=config["ws.max_message_bytes"],
+            connect_on_error=config["hooks.connect_on_error"])
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
@@ -198,7 +212,7 @@ class Server:
         if not ws.can_prepare(request).ok:
             return web.Response(status=426, text="This port speaks WebSocket (the WebSDK client protocol)\n")
         await ws.prepare(request)
-        await ClientConnection(self, ws, request).run()
+        await ClientConnection(self.connection_services, ws, request).run()
         return ws
 
     # -- outputs of published streams --------------------------------------------------------------

@@ -10,21 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from media.sfu import MediaCore, WebRtcPublisher, WebRtcViewer
 from media.stream import PublishedTrack, Stream, StreamNameInUse, StreamRegistry
-from media.transcode import Target, Transcoder, TranscodingDisabled
+from media.transcode import Target, Transcoder, Transcoders, TranscodingDisabled
 from media.webrtc import NoCommonCodecs, SdpError, accepts, offered_codecs
 
 from . import protocol
+from .hooks import HookClient
 from .protocol import ProtocolError
 from .rtsp_pull import PullFailed, RtspPull, is_rtsp_url, masked
 from .session import Session
-
-if TYPE_CHECKING:
-    from .server import Server
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +115,34 @@ def validate_name(name: str) -> str | None:
     return None
 
 
+class CameraPulls(Protocol):
+    """The cameras viewers play by rtsp:// URL (streaming/rtsp_pull's PullService)."""
+
+    async def acquire(self, text: str, viewer: Any) -> RtspPull: ...
+
+    def release(self, pull: RtspPull, viewer: Any) -> None: ...
+
+    def stream(self, name: str) -> Stream | None: ...
+
+
 class StreamService:
-    def __init__(self, server: Server, core: MediaCore, connect_timeout: float = 20.0,
-                 activity_timeout: float = 10.0):
-        self.server = server
+    """`registry`: where a publisher claims its stream's name (shared with the pulls); `hooks`: the
+    backend (publishStream, playStream); `transcoders`: for viewers that need another codec or size;
+    `pulls`: the cameras; `on_published` / `on_unpublished`: the server's outputs (HLS, recording)
+    learn of a client's stream; `prepare_recording`: a publisher's `record: true`."""
+
+    def __init__(self, core: MediaCore, registry: StreamRegistry, hooks: HookClient, transcoders: Transcoders,
+                 pulls: CameraPulls, *, on_published: Callable[[Stream], None],
+                 on_unpublished: Callable[[Stream], None], prepare_recording: Callable[[MediaSession], None],
+                 connect_timeout: float = 20.0, activity_timeout: float = 10.0):
         self.core = core
-        self.registry = StreamRegistry()
+        self.registry = registry
+        self.hooks = hooks
+        self.transcoders = transcoders
+        self.pulls = pulls
+        self._on_published = on_published
+        self._on_unpublished = on_unpublished
+        self._prepare_recording = prepare_recording
         self.connect_timeout = connect_timeout
         self._media: dict[str, MediaSession] = {}
         self._publishers: dict[str, MediaSession] = {}  # by stream name
@@ -182,7 +203,7 @@ class StreamService:
         if ms.ended:  # stopped while we were answering
             return
         if obj.get("record") is True:
-            self.server.recording.prepare(ms)  # recordName from the first status on
+            self._prepare_recording(ms)  # recordName from the first status on
         self._publishers[ms.name] = ms
         publisher.peer.on_state = lambda state: self._peer_state(ms, state)
         self._arm_connect_timeout(ms)
@@ -239,13 +260,13 @@ class StreamService:
     async def _pulled(self, ms: MediaSession) -> Stream | None:
         """The stream of the camera an rtsp:// name points at, pulled (or joined) for this viewer."""
         try:
-            ms.pull = await self.server.pulls.acquire(ms.name, ms)
+            ms.pull = await self.pulls.acquire(ms.name, ms)
         except PullFailed as exc:
             log.info("playStream of %s failed: %s", masked(ms.name), exc.detail)
             await self._fail(ms, exc.info)
             return None
         if ms.ended:  # stopped while the camera was answering
-            self.server.pulls.release(ms.pull, ms)
+            self.pulls.release(ms.pull, ms)
             return None
         if not ms.pull.stream.tracks:
             await self._fail(ms, NOT_FOUND)
@@ -305,8 +326,7 @@ class StreamService:
             if same_codec and not (width or height):
                 continue
             codec = track.codec.name if same_codec else choices[0].mimeType.split("/", 1)[1]
-            transcoder = self.server.transcoders.acquire(stream, Target("video", codec, width, height),
-                                                         self.core.now())
+            transcoder = self.transcoders.acquire(stream, Target("video", codec, width, height), self.core.now())
             ms.transcoders.append(transcoder)
             derived["video"] = transcoder.rtp_track()
         return derived
@@ -322,7 +342,7 @@ class StreamService:
         session = ms.session
         body = {k: v for k, v in obj.items() if k != "sdp"}
         body.update(session.context)
-        result = await self.server.hooks.call(session.app, method, body, session.rest_config.for_method(method))
+        result = await self.hooks.call(session.app, method, body, session.rest_config.for_method(method))
         if not result.allowed:
             await self._fail(ms, result.reason or RESTRICTED)
             return False
@@ -349,7 +369,7 @@ class StreamService:
             loop.create_task(self._set_status(ms, "PUBLISHING" if ms.published else "PLAYING"))
             if ms.published and ms.stream is not None:
                 ms.status = "PUBLISHING"  # so the outputs started now see the stream as published
-                self.server.stream_published(ms.stream)
+                self._on_published(ms.stream)
         elif state == "failed" and not ms.ended:
             pc = ms.endpoint.peer.pc if ms.endpoint is not None else None
             ice_failed = pc is not None and pc.iceConnectionState == "failed"
@@ -387,14 +407,14 @@ class StreamService:
             if publisher is not None:
                 publisher.viewers.discard(ms)
             if ms.pull is not None:
-                self.server.pulls.release(ms.pull, ms)
+                self.pulls.release(ms.pull, ms)
         if ms.published and ms.stream is not None:
-            self.server.stream_unpublished(ms.stream)
+            self._on_unpublished(ms.stream)
         await self._set_status(ms, status, info)
         if ms.endpoint is not None:
             await ms.endpoint.close()
         for transcoder in ms.transcoders:
-            self.server.transcoders.release(transcoder)
+            self.transcoders.release(transcoder)
         ms.transcoders.clear()
 
     # -- for the other outputs (HLS, RTSP, recording) ---------------------------------------------
@@ -403,7 +423,7 @@ class StreamService:
         """The stream of that name if its publisher is connected and sending, else None."""
         ms = self._publishers.get(name)
         if ms is None or ms.status != "PUBLISHING" or ms.stream is None or ms.stream.closed:
-            return self.server.pulls.stream(name)
+            return self.pulls.stream(name)
         return ms.stream
 
     # -- for stream events, keep-alive and snapshots (streaming/events.py ...) --------------------

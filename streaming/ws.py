@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from . import protocol
-from .apps import DEFAULT_APP_KEY
-from .hooks import CONTEXT_FIELDS
+from .apps import DEFAULT_APP_KEY, AppRegistry
+from .hooks import CONTEXT_FIELDS, HookClient
 from .protocol import ClientMessage, ProtocolError
 from .rest_config import MethodConfig, RestClientConfig
-from .session import Session, SessionState
-
-if TYPE_CHECKING:
-    from .server import Server
+from .session import Session, SessionRegistry, SessionState
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +28,26 @@ _PRIVATE_CONNECT_FIELDS = ("authToken", "restClientConfig")
 Handler = Callable[[Session, dict[str, Any]], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class ConnectionServices:
+    """What a client connection uses of the server, made once by it (streaming/server.py) and shared by
+    every connection."""
+
+    node_id: str
+    apps: AppRegistry  # the appKey of a `connection` names one
+    hooks: HookClient  # connect, and how long the backend may take to answer it
+    sessions: SessionRegistry  # established sessions, and keepAlive sessions a client may resume
+    handlers: Mapping[str, Handler]  # every client message after `connection`, by name
+    on_session_closed: Callable[[Session, str], Awaitable[None]]  # the session's streams end
+    ping_interval: float
+    ping_probes: int  # silent ping intervals before the socket is closed
+    max_message_bytes: int
+    connect_on_error: str  # hooks.connect_on_error: FAIL or LOG when the backend cannot be asked
+
+
 class ClientConnection:
-    def __init__(self, server: Server, ws: web.WebSocketResponse, request: web.Request):
-        self.server = server
+    def __init__(self, services: ConnectionServices, ws: web.WebSocketResponse, request: web.Request):
+        self.services = services
         self.ws = ws
         self.request = request
         self.remote = request.remote
@@ -50,10 +65,10 @@ class ClientConnection:
             await self.ws.send_str(text)
 
     async def run(self) -> None:
-        cfg = self.server.config
-        pinger = self.loop.create_task(self._pinger(cfg["ws.ping_interval"], cfg["ws.ping_probes"]))
+        services = self.services
+        pinger = self.loop.create_task(self._pinger(services.ping_interval, services.ping_probes))
         worker = self.loop.create_task(self._worker())
-        limit = cfg["ws.max_message_bytes"]
+        limit = services.max_message_bytes
         try:
             async for msg in self.ws:
                 self.last_seen = self.loop.time()
@@ -79,7 +94,7 @@ class ClientConnection:
             session = self.session
             if session is not None and session.connection is self:
                 session.connection = None
-                self.server.sessions.detach(session, self._close_reason)
+                self.services.sessions.detach(session, self._close_reason)
 
     async def _on_text(self, text: str, limit: int) -> None:
         if len(text) > limit:
@@ -129,7 +144,7 @@ class ClientConnection:
             return
         if message.name == "connection":
             raise ProtocolError("Session is already established", "connection")
-        handler = self.server.handlers.get(message.name)
+        handler = self.services.handlers.get(message.name)
         if handler is None:
             raise ProtocolError(f"{message.name} is not supported by this server", message.name)
         await handler(self.session, message.data)
@@ -142,17 +157,17 @@ class ClientConnection:
         token = obj.get("authToken")
         if isinstance(token, str) and token and await self._resume(token, app_key, obj):
             return
-        app = self.server.apps.get(app_key)
+        app = self.services.apps.get(app_key)
         if app is None:
             await self._refuse(f"Unknown application: appKey {app_key!r} is not registered")
             return
         client_data = {k: v for k, v in obj.items() if k not in _PRIVATE_CONNECT_FIELDS}
         client_data["appKey"] = app_key
-        session = Session(self.server.config.node_id, app, client_data, RestClientConfig(),
-                          self.server.hooks, self.remote)
+        session = Session(self.services.node_id, app, client_data, RestClientConfig(), self.services.hooks,
+                          self.remote)
         body = {**client_data, "remoteAddress": self.remote, **session.context}
-        asking = MethodConfig(on_error=self.server.config["hooks.connect_on_error"])
-        result = await self.server.hooks.call(app, "connect", body, asking)
+        asking = MethodConfig(on_error=self.services.connect_on_error)
+        result = await self.services.hooks.call(app, "connect", body, asking)
         if not result.allowed:
             reason = result.reason or "Restricted access"
             session.report("ConnectionStatusEvent", {"status": "FAILED", "info": reason})
@@ -175,8 +190,8 @@ class ClientConnection:
                                                      "info": "Client left before the session was established"})
             self.loop.create_task(session.events.close(timeout=10.0))
             return
-        self.server.sessions.add(session)
-        session.close_callbacks.append(self.server.on_session_closed)
+        self.services.sessions.add(session)
+        session.close_callbacks.append(self.services.on_session_closed)
         self._attach(session)
         await self._send_user_data(session)
         session.report("ConnectionStatusEvent", {"status": "ESTABLISHED", "info": "Normal connection"})
@@ -184,7 +199,7 @@ class ClientConnection:
 
     async def _resume(self, token: str, app_key: str, obj: dict[str, Any]) -> bool:
         """Reattach a keepAlive session whose client comes back with its authToken."""
-        session = self.server.sessions.by_token(token)
+        session = self.services.sessions.by_token(token)
         if session is None or session.state is SessionState.CLOSED or session.app.app_key != app_key:
             log.info("connection from %s with an unknown or expired authToken: new session", self.remote)
             return False
@@ -226,7 +241,7 @@ class ClientConnection:
 
     async def _stop_after_connect(self, worker: asyncio.Task[None]) -> None:
         try:
-            await asyncio.wait_for(self._connect_done.wait(), self.server.hooks.timeout + 5)
+            await asyncio.wait_for(self._connect_done.wait(), self.services.hooks.timeout + 5)
         except TimeoutError:
             pass
         worker.cancel()
