@@ -414,19 +414,23 @@ async def test_overload_drops_up_to_a_keyframe_and_recovers() -> None:
 async def test_late_pictures_are_decoded_but_not_encoded() -> None:
     pub = Publisher()
     frames = media_gen.packetize("VP8", media_gen.encode_video("VP8", 640, 480, frames=60, keyframe_interval=60))
-    hub = transcoders(queue_frames=200, late_after=0.005)
+    hub = transcoders(queue_frames=200, late_after=0.05)
     loop = asyncio.get_running_loop()
     source_frames: list[EncodedFrame] = []
     pub.stream.frames("video", loop.time()).subscribe(source_frames.append)
     transcoder = hub.acquire(pub.stream, Target("video", "H264"), loop.time())
     out: list[EncodedFrame] = []
     transcoder.output.subscribe(out.append)
-    for packets in frames[:40]:  # queued at once: the last ones wait far longer than 5 ms
+    for packets in frames[:40]:  # queued at once: the last ones wait far longer than 50 ms
         pub.send(pub.video, packets)
-    await pub.feed(pub.video, frames[40:], transcoder)
+    stats = transcoder.stats
+    for sent, packets in enumerate(frames[40:], start=41):
+        # Each once the worker has finished all before it: it waits for its own decode only, far
+        # below 50 ms however busy the machine is.
+        await wait_for(lambda before=sent - 1: stats.frames_out + stats.dropped_late >= before)
+        pub.send(pub.video, packets)
     await wait_for(lambda: out and out[-1].pts == source_frames[-1].pts)
 
-    stats = transcoder.stats
     assert stats.dropped_late > 0 and stats.dropped_input == 0
     assert stats.frames_out == len(out) == 60 - stats.dropped_late
     shown = assert_in_step(decode("H264", out), input_numbers(source_frames))  # no broken reference
