@@ -12,6 +12,7 @@ extensions = [
         ["media/_native/rtp.pyx"],
         extra_compile_args=["-O3"],
     ),
+    Extension("media._native.rtcp", ["media/_native/rtcp.pyx"], extra_compile_args=["-O3"]),
     Extension("media._native.track", ["media/_native/track.pyx"], extra_compile_args=["-O3"]),
     Extension("media._native.depacketize", ["media/_native/depacketize.pyx"], extra_compile_args=["-O3"]),
     Extension("media._native.fanout", ["media/_native/fanout.pyx"], extra_compile_args=["-O3"]),

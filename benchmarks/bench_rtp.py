@@ -1,4 +1,5 @@
-"""RTP/RTCP per-packet work: the native module against the Python twin, measured in the same run.
+"""RTP/RTCP per-packet work: the native modules (media._native.rtp, .rtcp) against their Python twins,
+measured in the same run.
 
     .venv/bin/python benchmarks/bench_rtp.py [--quick]
 
@@ -20,11 +21,15 @@ import twin_timing  # beside this script
 from twin_timing import Case
 
 try:
+    import media._native.rtcp as native_rtcp
     import media._native.rtp as native_rtp
+    import media.rtcp as twin_rtcp
     import media.rtp as twin_rtp
 except ImportError:  # run from a checkout that is not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import media._native.rtcp as native_rtcp
     import media._native.rtp as native_rtp
+    import media.rtcp as twin_rtcp
     import media.rtp as twin_rtp
 
 SUBSCRIBERS = 4
@@ -151,17 +156,20 @@ def case_rtcp_rewrite(mod: ModuleType) -> tuple[Callable[[], None], int]:
     return run, len(buffers)
 
 
-CASES: list[tuple[str, Case]] = [
-    ("rtp parse", case_parse),
-    (f"rtp parse + rewrite x{SUBSCRIBERS} subscribers", case_forward),
-    ("rtp rewrite_rtp (stateless)", case_rewrite),
-    ("rtcp compound walk", case_rtcp_walk),
-    ("rtcp rewrite_rtcp_ssrcs", case_rtcp_rewrite),
+RTP = (twin_rtp, native_rtp)
+RTCP = (twin_rtcp, native_rtcp)
+# (name, case, (twin, native) module pair the case is built for)
+CASES: list[tuple[str, Case, tuple[ModuleType, ModuleType]]] = [
+    ("rtp parse", case_parse, RTP),
+    (f"rtp parse + rewrite x{SUBSCRIBERS} subscribers", case_forward, RTP),
+    ("rtp rewrite_rtp (stateless)", case_rewrite, RTP),
+    ("rtcp compound walk", case_rtcp_walk, RTCP),
+    ("rtcp rewrite_rtcp_ssrcs", case_rtcp_rewrite, RTCP),
 ]
 
 
-def measure(case: Case, budget: float) -> tuple[float, float]:
-    return twin_timing.measure(case, twin_rtp, native_rtp, budget, ROUNDS)
+def measure(case: Case, modules: tuple[ModuleType, ModuleType], budget: float) -> tuple[float, float]:
+    return twin_timing.measure(case, modules[0], modules[1], budget, ROUNDS)
 
 
 def main() -> int:
@@ -171,8 +179,8 @@ def main() -> int:
     budget = 0.05 if args.quick else 0.6
 
     results = {}
-    for name, make in CASES:
-        twin_pps, native_pps = measure(make, budget)
+    for name, make, modules in CASES:
+        twin_pps, native_pps = measure(make, modules, budget)
         results[name] = {
             "twin_pps": round(twin_pps),
             "native_pps": round(native_pps),
@@ -190,6 +198,7 @@ def main() -> int:
                 "python": platform.python_version(),
                 "machine": platform.machine(),
                 "native_module": Path(native_rtp.__file__ or "").name,
+                "native_rtcp_module": Path(native_rtcp.__file__ or "").name,
                 "subscribers": SUBSCRIBERS,
                 "results": results,
             }

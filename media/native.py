@@ -12,7 +12,7 @@ import importlib
 import os
 from types import ModuleType
 
-NATIVE_MODULES = ("rtp", "track", "depacketize", "fanout")
+NATIVE_MODULES = ("rtp", "rtcp", "track", "depacketize", "fanout")
 
 
 class NativeCoreMissing(RuntimeError):
@@ -43,10 +43,18 @@ def require_native() -> None:
 
 
 def rtp_module(python_core: bool = False) -> ModuleType:
-    """The RTP/RTCP module to use: native unless python_core is set."""
+    """The RTP module (parse, RtpRewriter) to use: native unless python_core is set."""
     if python_core:
         return importlib.import_module("media.rtp")
     return _load_native("rtp")
+
+
+def rtcp_module(python_core: bool = False) -> ModuleType:
+    """The RTCP module (parse, SSRC rewrite, reports and feedback built) to use: native unless python_core
+    is set."""
+    if python_core:
+        return importlib.import_module("media.rtcp")
+    return _load_native("rtcp")
 
 
 def track_module(python_core: bool = False) -> ModuleType:

@@ -19,9 +19,9 @@ from .stream import PublishedTrack, SinkStats, Stream, TrackSink
 
 
 class RtpReader:
-    def __init__(self, stream: Stream, rtp: ModuleType):
+    def __init__(self, stream: Stream, rtcp: ModuleType):
         self.stream = stream
-        self.rtp = rtp
+        self.rtcp = rtcp
         self.sinks: list[tuple[PublishedTrack, TrackSink]] = []
         self.attached = False
         self.rtcp_junk = 0
@@ -61,7 +61,7 @@ class RtpReader:
     def on_rtcp(self, data: bytes, now: float) -> None:
         """The receiver's RTCP (compound packets; junk is counted and ignored)."""
         try:
-            packets = self.rtp.parse_rtcp(data)
+            packets = self.rtcp.parse_rtcp(data)
         except ValueError:
             self.rtcp_junk += 1
             return

@@ -20,9 +20,10 @@ REPORT_INTERVAL = 1.0  # seconds between our receiver reports (and REMB) to a pu
 class MediaCore:
     """The implementation modules in use (native or the Python twins) and the clock."""
 
-    def __init__(self, rtp: ModuleType, track: ModuleType, max_bitrate: int = 2_500_000,
+    def __init__(self, rtp: ModuleType, rtcp: ModuleType, track: ModuleType, max_bitrate: int = 2_500_000,
                  public_address: str | None = None):
         self.rtp = rtp
+        self.rtcp = rtcp
         self.track = track
         self.max_bitrate = max_bitrate
         self.public_address = public_address  # announced in answers instead of host addresses
@@ -32,7 +33,7 @@ class MediaCore:
         return asyncio.get_running_loop().time()
 
 
-def receiver_report(rtp: ModuleType, rtcp_ssrc: int, tracks: list[PublishedTrack],
+def receiver_report(rtcp: ModuleType, rtcp_ssrc: int, tracks: list[PublishedTrack],
                     now: float) -> tuple[bytes, list[int]] | None:
     """An RTCP receiver report (RFC 3550 6.4.2) on the tracks that received something, and their
     SSRCs; None when none did."""
@@ -44,11 +45,11 @@ def receiver_report(rtp: ModuleType, rtcp_ssrc: int, tracks: list[PublishedTrack
         last_sr = track.ingest.last_sr
         lsr = (last_sr[0] >> 16) & 0xFFFFFFFF if last_sr else 0
         fields = track.ingest.report_block(now, lsr, last_sr[2] if last_sr else None)
-        blocks.append(rtp.RtcpReportBlock(*fields))
+        blocks.append(rtcp.RtcpReportBlock(*fields))
         ssrcs.append(track.ingest.ssrc)
     if not blocks:
         return None
-    return rtp.build_rr(rtcp_ssrc, blocks), ssrcs
+    return rtcp.build_rr(rtcp_ssrc, blocks), ssrcs
 
 
 class WebRtcPublisher:
@@ -89,15 +90,15 @@ class WebRtcPublisher:
             track.on_rtp(data, self.core.now())
 
     def _on_rtcp(self, data: bytes) -> None:
-        rtp = self.core.rtp
+        rtcp = self.core.rtcp
         try:
-            packets = rtp.parse_rtcp(data)
+            packets = rtcp.parse_rtcp(data)
         except ValueError:
             self.rtcp_junk += 1
             return
         now = self.core.now()
         for packet in packets:
-            if packet.packet_type == rtp.RTCP_SR:
+            if packet.packet_type == rtcp.RTCP_SR:
                 track = self._track_for_ssrc(packet.ssrc)
                 if track is not None:
                     track.on_sender_report(packet.ntp_timestamp, packet.rtp_timestamp, now)
@@ -118,22 +119,21 @@ class WebRtcPublisher:
         return now - since if since is not None else 0.0
 
     def _request_keyframe(self, media_ssrc: int) -> None:
-        rtp = self.core.rtp
-        self.peer.send_rtcp(rtp.build_pli(self.rtcp_ssrc, media_ssrc))
+        self.peer.send_rtcp(self.core.rtcp.build_pli(self.rtcp_ssrc, media_ssrc))
 
     async def _report_loop(self) -> None:
         """Receiver reports (loss, jitter, LSR/DLSR) and a REMB bitrate cap, as a browser expects from
         the peer it sends to: without them its congestion control has nothing to go on."""
-        rtp = self.core.rtp
+        rtcp = self.core.rtcp
         while True:
             await asyncio.sleep(REPORT_INTERVAL)
             if not self.peer.connected:
                 continue
-            report = receiver_report(rtp, self.rtcp_ssrc, self.stream.tracks, self.core.now())
+            report = receiver_report(rtcp, self.rtcp_ssrc, self.stream.tracks, self.core.now())
             if report is None:
                 continue
             rr, ssrcs = report
-            self.peer.send_rtcp(rr + rtp.build_remb(self.rtcp_ssrc, self.core.max_bitrate, ssrcs))
+            self.peer.send_rtcp(rr + rtcp.build_remb(self.rtcp_ssrc, self.core.max_bitrate, ssrcs))
 
     async def close(self) -> None:
         if self._reports is not None:
@@ -146,7 +146,7 @@ class WebRtcViewer(RtpReader):
     publisher's own (a transcoder's derived track, for a viewer that needs another codec or size)."""
 
     def __init__(self, core: MediaCore, stream: Stream, tracks: dict[str, PublishedTrack] | None = None):
-        super().__init__(stream, core.rtp)
+        super().__init__(stream, core.rtcp)
         self.core = core
         self.tracks = {t.kind: t for t in stream.tracks}
         self.tracks.update(tracks or {})

@@ -57,6 +57,9 @@ class TrackSink:
     def __init__(self, rtp: ModuleType, ssrc: int, payload_type: int, clock_rate: int, video: bool,
                  send_rtp: Callable[[bytes], bool], send_rtcp: Callable[[bytes], bool]):
         self.rtp = rtp
+        # The RTCP and fan-out modules of rtp's kind (native or twin): a twin Output takes only a twin
+        # RtpRewriter, and a --python-core server keeps to the twins throughout.
+        self.rtcp = native.rtcp_module(python_core=native.is_twin(rtp))
         self.fanout = native.fanout_module(python_core=native.is_twin(rtp))
         self.ssrc = ssrc
         self.payload_type = payload_type
@@ -93,9 +96,9 @@ class TrackSink:
 
     def send_sender_report(self, ntp: int, rtp_ts: int) -> None:
         """The publisher's NTP/RTP mapping moved onto this sink's timeline, so A/V sync holds."""
-        report = self.rtp.build_sr(self.ssrc, ntp, (rtp_ts + self.rewriter.ts_offset) & 0xFFFFFFFF,
-                                   self.rewriter.packet_count & 0xFFFFFFFF,
-                                   self.rewriter.byte_count & 0xFFFFFFFF)
+        report = self.rtcp.build_sr(self.ssrc, ntp, (rtp_ts + self.rewriter.ts_offset) & 0xFFFFFFFF,
+                                    self.rewriter.packet_count & 0xFFFFFFFF,
+                                    self.rewriter.byte_count & 0xFFFFFFFF)
         self.send_rtcp(report)
 
 

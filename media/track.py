@@ -384,7 +384,7 @@ class IngestTrack:
     ) -> tuple[int, int, int, int, int, int, int]:
         """The fields of an RTCP reception report block for this source, RFC 3550 section 6.4.1:
         (ssrc, fraction_lost, cumulative_lost, extended_highest_seq, jitter, lsr, dlsr), in the order of
-        media.rtp.RtcpReportBlock. fraction_lost covers the interval since the previous call (A.3);
+        media.rtcp.RtcpReportBlock. fraction_lost covers the interval since the previous call (A.3);
         cumulative_lost is clamped to 24 bits signed. LSR and DLSR (1/65536 s) come from
         last_sr_ntp_middle32 and last_sr_at when last_sr_at is given, else from on_sender_report(), else 0.
         Raises ValueError before the first packet (there is no source to report on)."""

@@ -66,8 +66,8 @@ class RtspStats:
 class MediaClient(RtpReader):
     """The media of one RTSP session: a TrackSink per set-up track, and how each reaches the client."""
 
-    def __init__(self, state: SessionState, stream: Stream, rtp: Any):
-        super().__init__(stream, rtp)
+    def __init__(self, state: SessionState, stream: Stream, rtcp: Any):
+        super().__init__(stream, rtcp)
         self.state = state
         self.transports: dict[int, Transport] = {}  # by the stream's track index, as SETUP named it
         self.udp_peers: list[tuple[str, int]] = []
@@ -488,7 +488,7 @@ class RtspConnection(asyncio.Protocol):
         state, transport = self.machine.setup(request, target, transport, now, used)
         client = self.clients.get(state.id)
         if client is None:
-            client = self.clients[state.id] = MediaClient(state, stream, self.service.media.rtp)
+            client = self.clients[state.id] = MediaClient(state, stream, self.service.media.rtcp)
             self.service.stats.sessions += 1
             stream.on_end(self._stream_ended)
         track = served[track_index]

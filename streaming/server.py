@@ -52,7 +52,8 @@ class Server:
         self.apps = AppRegistry(config.database_path)
         self.hooks = HookClient(timeout=config["hooks.timeout"], max_connections=config["hooks.max_connections"])
         self.sessions = SessionRegistry(keepalive_grace=config["ws.keepalive_grace"])
-        self.media = MediaCore(native.rtp_module(self.python_core), native.track_module(self.python_core),
+        self.media = MediaCore(native.rtp_module(self.python_core), native.rtcp_module(self.python_core),
+                               native.track_module(self.python_core),
                                max_bitrate=config["webrtc.max_bitrate"],
                                public_address=config["ice.public_address"])
         # The Python twin on a --python-core server: frame readers (taps) and snapshots use it.

@@ -23,7 +23,7 @@ async def test_frames_of_a_published_track_decode(codec: str, decoder: str) -> N
     client = RTCPeerConnection()
     transceiver = client.addTransceiver(Pattern(), direction="sendonly")
     transceiver.setCodecPreferences(codec_preferences("video", codec))
-    core = MediaCore(native.rtp_module(), native.track_module())
+    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
     publisher = WebRtcPublisher(core, Stream("tap"))
     answer = await publisher.start(await offer_from(client))
     await client.setRemoteDescription(RTCSessionDescription(answer, "answer"))

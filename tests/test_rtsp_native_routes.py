@@ -8,7 +8,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 
-from media import rtp
+from media import rtcp, rtp
 from streaming.client import Session
 from tests.support.server import ServerProcess
 from tests.test_rtsp_server import RTSP, RawClient, health, play_interleaved, rtsp_url, wait_for
@@ -103,5 +103,5 @@ async def test_a_tcp_client_that_stops_reading_loses_whole_frames_and_its_answer
             if channel in (0, 2):
                 assert rtp.parse_rtp(data).ssrc in ssrcs
             else:
-                assert rtp.parse_rtcp(data)
+                assert rtcp.parse_rtcp(data)
         client.close()

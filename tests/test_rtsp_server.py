@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from media import rtp
+from media import rtcp, rtp
 from streaming.client import Session
 from tests.support.backend import Backend
 from tests.support.camera_process import SYSTEM_PYTHON
@@ -234,8 +234,8 @@ async def test_interleaved_rtp_and_sender_reports_reach_a_raw_client_and_the_rul
         def sender_report() -> bool:
             for channel, data in client.frames:
                 if channel % 2 == 1:
-                    for packet in rtp.parse_rtcp(data):
-                        if packet.packet_type == rtp.RTCP_SR and packet.ssrc in ssrcs:
+                    for packet in rtcp.parse_rtcp(data):
+                        if packet.packet_type == rtcp.RTCP_SR and packet.ssrc in ssrcs:
                             return True
             return False
 
@@ -271,7 +271,7 @@ async def test_a_players_nack_is_answered_and_its_pli_asks_the_publisher_for_a_k
         assert health(server)["rtsp"]["routes"] == {"tcp": 2}  # frames written by the native fan-out
         seqs = [rtp.parse_rtp(data).sequence_number for ch, data in client.frames if ch == channel]
         wanted = seqs[len(seqs) // 2]
-        nack = rtp.build_nack(1, video_ssrc, [wanted])
+        nack = rtcp.build_nack(1, video_ssrc, [wanted])
         await client.send_raw(bytes([0x24, channel + 1]) + len(nack).to_bytes(2, "big") + nack)
 
         def resent() -> bool:
@@ -291,7 +291,7 @@ async def test_a_players_nack_is_answered_and_its_pli_asks_the_publisher_for_a_k
         # and one held by the limit is dropped when a keyframe comes first: like a real player, repeat
         # the PLI until the publisher is asked. Nothing else asks for keyframes in this stream.
         before = keyframe_requests()
-        pli = rtp.build_pli(1, video_ssrc)
+        pli = rtcp.build_pli(1, video_ssrc)
         async with asyncio.timeout(20):
             while keyframe_requests() == before:
                 await client.send_raw(bytes([0x24, channel + 1]) + len(pli).to_bytes(2, "big") + pli)

@@ -176,7 +176,8 @@ def test_sender_reports_are_moved_onto_each_viewers_timeline(mods) -> None:  # t
     track.attach(sink, now=0.0)
     track.on_rtp(vp8(1, 93000, keyframe=False), now=0.033)
     track.on_sender_report(0x1234567800000000, 93000, now=0.04)
-    (report,) = rtp.parse_rtcp(wire.rtcp[-1])
+    assert native.is_twin(sink.rtcp) == native.is_twin(rtp)  # the sink's RTCP is of its RTP's kind
+    (report,) = native.rtcp_module(native.is_twin(rtp)).parse_rtcp(wire.rtcp[-1])
     assert report.ssrc == 0xAAAA
     assert report.ntp_timestamp == 0x1234567800000000
     assert report.rtp_timestamp == (93000 + sink.rewriter.ts_offset) & 0xFFFFFFFF

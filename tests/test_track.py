@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-import media._native.rtp as native_rtp
+import media._native.rtcp as native_rtcp
 import media._native.track as native_track
+import media.rtcp as twin_rtcp
 import media.rtp as twin_rtp
 import media.track as twin_track
 
@@ -701,15 +702,15 @@ def test_report_block_needs_a_source(track: ModuleType) -> None:
     assert t.report_block(2.0)[5:] == (0, 65536)
 
 
-@pytest.mark.parametrize("rtp", [twin_rtp, native_rtp], ids=["twin_rtp", "native_rtp"])
-def test_report_block_feeds_build_rr(track: ModuleType, rtp: ModuleType) -> None:
+@pytest.mark.parametrize("rtcp", [twin_rtcp, native_rtcp], ids=["twin_rtcp", "native_rtcp"])
+def test_report_block_feeds_build_rr(track: ModuleType, rtcp: ModuleType) -> None:
     t = track.IngestTrack("VP8", 90000)
     for seq in [65530, 65531, 65533, 65535, 0, 2]:
         t.push(rtp_packet(seq, 0, VP8_SSRC), 1.0)
     t.on_sender_report(0xE9A1B2C3D4E5F607, 0, 1.0)
-    block = rtp.RtcpReportBlock(*t.report_block(1.25))
-    (rr,) = rtp.parse_rtcp(rtp.build_rr(0x42, [block]))
-    assert rr.reports == (rtp.RtcpReportBlock(VP8_SSRC, 3 * 256 // 9, 3, 65538, 0, 0xB2C3D4E5, 16384),)
+    block = rtcp.RtcpReportBlock(*t.report_block(1.25))
+    (rr,) = rtcp.parse_rtcp(rtcp.build_rr(0x42, [block]))
+    assert rr.reports == (rtcp.RtcpReportBlock(VP8_SSRC, 3 * 256 // 9, 3, 65538, 0, 0xB2C3D4E5, 16384),)
 
 
 def test_report_block_clamps_cumulative_loss_to_24_bits(track: ModuleType) -> None:

@@ -24,6 +24,7 @@ from tests.support import media_gen
 TRACK = native.track_module()
 DEPACKETIZE = native.depacketize_module()
 RTP = native.rtp_module()
+RTCP = native.rtcp_module()
 FRAME_TICKS = 3000  # 30 fps at 90 kHz
 
 
@@ -298,7 +299,7 @@ async def test_publisher_sender_reports_are_moved_onto_the_derived_tracks_timest
     fifth = RTP.parse_rtp(frames[4][0]).timestamp  # the publisher's RTP timestamp of input frame 4
     ntp = 0xE1234567_80000000
     pub.video.on_sender_report(ntp, fifth, loop.time())
-    (report,) = [p for p in RTP.parse_rtcp(reports[-1]) if p.packet_type == RTP.RTCP_SR]
+    (report,) = [p for p in RTCP.parse_rtcp(reports[-1]) if p.packet_type == RTCP.RTCP_SR]
     assert report.ntp_timestamp == ntp
     # The derived packets of the picture made from input frame 4 carry exactly that timestamp.
     derived = list(dict.fromkeys(RTP.parse_rtp(p).timestamp for p in sent))  # in the order sent

@@ -101,7 +101,8 @@ async def test_publisher_rtp_bypasses_aiortc_and_viewer_decodes_what_we_send() -
             await asyncio.sleep(0.01)
 
     # Start from a keyframe: ask the publisher for one.
-    publisher.send_rtcp(rtp.build_pli(1, publisher.tracks[0].ssrc or int.from_bytes(received[-1][8:12], "big")))
+    media_ssrc = publisher.tracks[0].ssrc or int.from_bytes(received[-1][8:12], "big")
+    publisher.send_rtcp(native.rtcp_module().build_pli(1, media_ssrc))
     pumping = asyncio.get_running_loop().create_task(pump())
     try:
         await wait_for(lambda: len(frames) >= 10, timeout=15)

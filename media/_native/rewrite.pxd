@@ -4,6 +4,7 @@
 # Semantics and their reasons: media/rtp.py RtpRewriter (the readable twin).
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
+from media._native.wire cimport _rd16, _rd32, _wr16, _wr32
 
 
 cdef struct RewriteState:
@@ -25,28 +26,13 @@ cdef struct RewriteState:
     double last_now
 
 
-cdef inline uint16_t _rw_rd16(const uint8_t* p) noexcept nogil:
-    return <uint16_t>((<uint16_t>p[0] << 8) | p[1])
-
-
-cdef inline uint32_t _rw_rd32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | <uint32_t>p[3]
-
-
 cdef inline void write_rtp_fields(uint8_t* p, uint8_t payload_type, uint16_t seq, uint32_t ts,
                                   uint32_t ssrc) noexcept nogil:
     """Payload type (marker bit kept), sequence number, timestamp and SSRC of a fixed RTP header."""
     p[1] = (p[1] & 0x80) | payload_type
-    p[2] = <uint8_t>(seq >> 8)
-    p[3] = <uint8_t>seq
-    p[4] = <uint8_t>(ts >> 24)
-    p[5] = <uint8_t>(ts >> 16)
-    p[6] = <uint8_t>(ts >> 8)
-    p[7] = <uint8_t>ts
-    p[8] = <uint8_t>(ssrc >> 24)
-    p[9] = <uint8_t>(ssrc >> 16)
-    p[10] = <uint8_t>(ssrc >> 8)
-    p[11] = <uint8_t>ssrc
+    _wr16(p + 2, seq)
+    _wr32(p + 4, ts)
+    _wr32(p + 8, ssrc)
 
 
 cdef inline uint16_t rewrite_packet(RewriteState* s, uint8_t* p, Py_ssize_t n, bint has_now,
@@ -56,9 +42,9 @@ cdef inline uint16_t rewrite_packet(RewriteState* s, uint8_t* p, Py_ssize_t n, b
     cdef uint16_t in_seq, seq
     cdef uint32_t in_ts, in_ssrc, ts, step
     cdef double ticks
-    in_seq = _rw_rd16(p + 2)
-    in_ts = _rw_rd32(p + 4)
-    in_ssrc = _rw_rd32(p + 8)
+    in_seq = _rd16(p + 2)
+    in_ts = _rd32(p + 4)
+    in_ssrc = _rd32(p + 8)
     if not s.has_source or in_ssrc != s.in_ssrc:
         if s.has_last:
             step = s.switch_ts_step
@@ -91,5 +77,5 @@ cdef inline uint16_t rewrite_packet(RewriteState* s, uint8_t* p, Py_ssize_t n, b
 cdef inline void retransmit_packet(RewriteState* s, uint8_t* p) noexcept nogil:
     """A cached packet again with the offsets in force, the state unchanged (same SSRC and numbering:
     the subscriber's NACK asked for exactly this sequence number)."""
-    write_rtp_fields(p, s.out_payload_type, <uint16_t>(_rw_rd16(p + 2) + s.seq_offset),
-                     _rw_rd32(p + 4) + s.ts_offset, s.out_ssrc)
+    write_rtp_fields(p, s.out_payload_type, <uint16_t>(_rd16(p + 2) + s.seq_offset),
+                     _rd32(p + 4) + s.ts_offset, s.out_ssrc)

@@ -1,9 +1,14 @@
 # The part of rtp.pyx that other native modules cimport: the rewrite state of a subscriber lives in
-# RtpRewriter, and media/_native/fanout.pyx rewrites through it without a Python call per packet.
+# RtpRewriter, and media/_native/fanout.pyx rewrites through it without a Python call per packet; the
+# result classes of rtcp.pyx share RtpHeader's dataclass-like equality and repr (_Record).
 
 cimport cython
 from libc.stdint cimport uint8_t
 from media._native.rewrite cimport RewriteState
+
+
+cdef class _Record:
+    cdef tuple _values(self)
 
 
 @cython.final

@@ -218,9 +218,8 @@ class RtspPull:
             connection._lose(f"keep-alive failed: {exc}")
 
     def _send_reports(self, connection: CameraConnection, now: float) -> None:
-        rtp = self.media.rtp
         for index, track in enumerate(self._tracks):
-            report = receiver_report(rtp, self.rtcp_ssrc, [track], now)
+            report = receiver_report(self.media.rtcp, self.rtcp_ssrc, [track], now)
             if report is not None:
                 connection.send_rtcp(index, report[0])
 
@@ -238,14 +237,14 @@ class RtspPull:
     def _on_rtcp(self, index: int, data: bytes) -> None:
         if index >= len(self._tracks):
             return
-        rtp = self.media.rtp
+        rtcp = self.media.rtcp
         try:
-            packets = rtp.parse_rtcp(data)
+            packets = rtcp.parse_rtcp(data)
         except ValueError:
             return
         track = self._tracks[index]
         for packet in packets:
-            if packet.packet_type == rtp.RTCP_SR and packet.ssrc == track.ingest.ssrc:
+            if packet.packet_type == rtcp.RTCP_SR and packet.ssrc == track.ingest.ssrc:
                 track.on_sender_report(packet.ntp_timestamp, packet.rtp_timestamp, self.media.now())
 
     def _request_keyframe(self, media_ssrc: int) -> None:
@@ -255,7 +254,7 @@ class RtspPull:
             return
         for index, track in enumerate(self._tracks):
             if track.ingest.ssrc == media_ssrc:
-                connection.send_rtcp(index, self.media.rtp.build_pli(self.rtcp_ssrc, media_ssrc))
+                connection.send_rtcp(index, self.media.rtcp.build_pli(self.rtcp_ssrc, media_ssrc))
 
     async def stop(self, status: str = "STOPPED", info: str | None = None) -> None:
         if self.ended:
