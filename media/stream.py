@@ -1,11 +1,12 @@
 """The routing core: one Stream per published name, its tracks, and the sinks that forward its packets.
 
 A published track ingests every RTP packet once (IngestTrack, native: statistics, NACK cache, keyframe
-and GOP tracking), then hands it to each sink. A sink is one viewer's outgoing track: it rewrites SSRC,
-payload type, sequence number and timestamp (RtpRewriter, native) and sends without waiting; when the
-viewer's transport is full the packet is dropped and counted, so a slow viewer never holds up the
-publisher or the other viewers. No I/O here: sending is a callable given by the transport side, and
-time comes in as `now`.
+and GOP tracking), then hands it to its Fanout: one native loop over every sink of the track (a sink is
+one reader's outgoing track) that rewrites SSRC, payload type, sequence number and timestamp, protects
+and sends without waiting; a full socket drops the packet and counts it, so a slow reader never holds up
+the publisher or the others. Readers that need media rather than RTP take the stream's frame taps
+(Stream.frames). A stream tells its readers when it ends (Stream.on_end). No I/O here: routes are given
+by the transport side, and time comes in as `now`.
 """
 
 from __future__ import annotations
