@@ -7,6 +7,7 @@ import json
 import urllib.request
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpSender, VideoStreamTrack
 
@@ -106,19 +107,22 @@ async def test_a_dtls_failure_fails_the_stream(server: ServerProcess) -> None:
     await pc.close()
 
 
+def fetch_json(url: str, body: bytes | None = None) -> Any:
+    with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=5) as resp:
+        return json.loads(resp.read())
+
+
 async def test_the_python_twin_of_the_core_serves_viewers_the_same_way(
         start_server: Callable[..., ServerProcess]) -> None:
     """--python-core: the twins, fan-out included, carry a real stream end to end (rewritten, SRTP-
     protected and sent by media/fanout.py on the peer's socket)."""
     server = start_server(["--python-core"])
-    with urllib.request.urlopen(server.rest_url + "/health", timeout=5) as resp:
-        assert "Python twins" in json.loads(resp.read())["mediaCore"]
+    assert "Python twins" in fetch_json(server.rest_url + "/health")["mediaCore"]
     async with Session.connect(server.ws_url) as publishing, Session.connect(server.ws_url) as playing:
         await publishing.publish("twin", codec="VP8", width=320, height=240)
         player = await playing.play("twin")
         await player.wait_frames(20, timeout=15)
         assert (player.video.width, player.video.height) == (320, 240)
-        request = urllib.request.Request(server.rest_url + "/rest-api/stream/find", data=b'{"name": "twin"}')
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            [viewer] = [s for s in json.loads(resp.read()) if not s["published"]]
+        found = fetch_json(server.rest_url + "/rest-api/stream/find", b'{"name": "twin"}')
+        [viewer] = [s for s in found if not s["published"]]
         assert viewer["sendRoutes"] == ["udp"] and viewer["sent"] > 0
