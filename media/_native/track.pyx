@@ -13,12 +13,11 @@ RFC 3550 appendix A.1, A.3, A.8 and section 6.4.1; RFC 4585; RFC 7741 section 4 
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from cpython.number cimport PyNumber_Index
 from libc.math cimport floor, fmod, isfinite
 from media._native.payload cimport h264_keyframe_start, vp8_keyframe_start
 from media._native.rtp_header cimport _rd16, _rd32, _rtp_payload
+from media._native.wire cimport _index, _ranged
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memset
 
@@ -54,23 +53,6 @@ cdef enum:
     _FIRST = 0
     _IN_ORDER = 1
     _LATE = 2
-
-
-cdef object _index(str name, object value, object maximum):
-    value = operator.index(value)
-    if value < 0 or value > maximum:
-        raise ValueError(f"{name} out of range: {value}")
-    return value
-
-
-cdef inline long long _ranged(str name, object value, long long maximum) except? -1:
-    """_index for ranges that fit a long long, without a Python-level call on the hot path."""
-    cdef int overflow = 0
-    value = PyNumber_Index(value)
-    cdef long long result = PyLong_AsLongLongAndOverflow(value, &overflow)
-    if overflow or result < 0 or result > maximum:
-        raise ValueError(f"{name} out of range: {value}")
-    return result
 
 
 cdef double _seconds(str name, object value) except? -1.0:
