@@ -174,6 +174,9 @@ class RtspService:
                 if self.udp_port:
                     raise
                 continue
+            # Every UDP client's copy of a packet leaves this one socket in a single sendmmsg: room for
+            # a keyframe's burst to hundreds of clients (the kernel caps it at net.core.wmem_max).
+            rtp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_UDP_BUFFERED)
             _t, rtp = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self._on_udp), sock=rtp_sock)
             _t, rtcp = await loop.create_datagram_endpoint(lambda: UdpEndpoint(self._on_udp), sock=rtcp_sock)
             self.server_ports = (rtp_port, rtp_port + 1)
