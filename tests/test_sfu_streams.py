@@ -3,7 +3,9 @@ cannot take the publisher's codec, and an ICE connection that never comes up."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -126,3 +128,30 @@ async def test_the_python_twin_of_the_core_serves_viewers_the_same_way(
         found = fetch_json(server.rest_url + "/rest-api/stream/find", b'{"name": "twin"}')
         [viewer] = [s for s in found if not s["published"]]
         assert viewer["sendRoutes"] == ["udp"] and viewer["sent"] > 0
+
+
+def open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def test_viewers_that_come_and_go_leave_no_sockets_behind(server: ServerProcess) -> None:
+    """The fan-out holds a duplicate of each viewer's socket while it sends there: a viewer gone must
+    take it along, or every viewer would leave a UDP port open."""
+    async with Session.connect(server.ws_url) as publishing:
+        await publishing.publish("churn", codec="VP8", width=320, height=240)
+        async with Session.connect(server.ws_url) as playing:
+            player = await playing.play("churn")
+            await player.wait_frames(5, timeout=15)
+            await player.stop(wait=True)
+        settled = open_files(server.proc.pid)
+        for _ in range(8):
+            async with Session.connect(server.ws_url) as playing:
+                player = await playing.play("churn")
+                await player.wait_frames(5, timeout=15)
+                await player.stop(wait=True)
+        # Sockets close as their peers are torn down: wait for the count to come back, not for a time.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while open_files(server.proc.pid) > settled + 2:
+            assert loop.time() < deadline, f"{open_files(server.proc.pid)} files open, {settled} before"
+            await asyncio.sleep(0.2)
