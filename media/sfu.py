@@ -176,7 +176,7 @@ class WebRtcViewer(RtpReader):
             if route is None:
                 sink.output.use_callable(self.peer.send_rtp)
             else:
-                sink.output.use_udp(*route)
+                sink.output.use_udp(route.fd, route.family, route.address, route.srtp)
 
     def attach(self, now: float | None = None) -> bool:
         """Start forwarding: called once the viewer's transport is connected."""

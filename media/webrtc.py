@@ -68,15 +68,13 @@ def _roomy(session: pylibsrtp.Session) -> None:
 
 @dataclass(frozen=True)
 class Route:
-    """Where a connected peer's RTP goes, for a fan-out Output's use_udp(*route)."""
+    """Where a connected peer's RTP goes: its socket, the remote address and the SRTP session, for the
+    fan-out to send there itself (Output.use_udp)."""
 
     fd: int
     family: int
     address: tuple[Any, ...]
     srtp: pylibsrtp.Session
-
-    def __iter__(self) -> Any:
-        return iter((self.fd, self.family, self.address, self.srtp))
 
 
 @dataclass

@@ -14,12 +14,12 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.errno cimport EINTR, errno
+from posix.unistd cimport close, dup
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uintptr_t
 from libc.string cimport memcpy, memset
 from media._native.rewrite cimport RewriteState, retransmit_packet, rewrite_packet
 from media._native.rtp cimport RtpRewriter
 
-import os
 import socket as _socket
 import sys
 
@@ -99,6 +99,13 @@ cdef struct OutState:
     Py_ssize_t written
 
 
+cdef int _dup(int fd) except -1:
+    cdef int copy = dup(fd)
+    if copy < 0:
+        raise OSError(errno, f"cannot duplicate socket {fd}")
+    return copy
+
+
 cdef bytes _sockaddr(int family, object address):
     """struct sockaddr_in / sockaddr_in6 of (host, port[, flowinfo, scope_id]) as Linux lays them out."""
     host, port = address[0], int(address[1])
@@ -143,7 +150,7 @@ cdef class Output:
 
     def __dealloc__(self):
         if self._own_fd >= 0:
-            os.close(self._own_fd)
+            close(self._own_fd)
             self._own_fd = -1
 
     cdef void _drop_route(self):
@@ -154,7 +161,7 @@ cdef class Output:
         self._call = None
         self._write_raw = None
         if self._own_fd >= 0:
-            os.close(self._own_fd)
+            close(self._own_fd)
             self._own_fd = -1
 
     def clear_route(self):
@@ -172,7 +179,7 @@ cdef class Output:
         with `srtp_session` (a pylibsrtp.Session) when given."""
         name = _sockaddr(family, address)
         self._drop_route()
-        self._own_fd = os.dup(fd)
+        self._own_fd = _dup(fd)
         self.c.fd = self._own_fd
         memcpy(self.c.addr, PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
         self.c.addrlen = <socklen_t>PyBytes_GET_SIZE(name)
@@ -189,7 +196,7 @@ cdef class Output:
         if not 0 <= channel <= 255:
             raise ValueError(f"channel out of range: {channel}")
         self._drop_route()
-        self._own_fd = os.dup(fd)
+        self._own_fd = _dup(fd)
         self.c.fd = self._own_fd
         self.c.channel = <uint8_t>channel
         self._call = send_framed
