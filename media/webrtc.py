@@ -6,8 +6,11 @@ encode (or re-packetize) per viewer; the SFU must do neither. So a peer here:
   (`RTCDtlsTransport._handle_rtp_data` / `_handle_rtcp_data`), before any receiver sees it;
 - never starts aiortc's RTP senders and receivers (their `send`/`receive` only record parameters), so no
   encoder, decoder, jitter buffer or bogus sender report runs;
-- sends RTP/RTCP synchronously: SRTP protect with the transport's session, then `sendto` on the
-  nominated ICE pair's datagram transport, dropping (and counting) when that transport's buffer is full.
+- hands the send route of a connected peer (the nominated ICE pair's socket, the remote address and
+  the transport's SRTP session) to the native fan-out, which protects and sends viewers' RTP itself
+  (`on_route`); RTCP, and RTP before the route is known, go synchronously through `send_rtcp` /
+  `send_rtp`: SRTP protect, then `sendto` on that datagram transport, dropping (and counting) when its
+  buffer is full.
 
 Tested against the aiortc range pinned in pyproject.toml (tests/test_webrtc_bridge.py).
 """
