@@ -240,6 +240,9 @@ SETTINGS: tuple[Setting, ...] = (
             "RTSP server's UDP port for RTP (RTCP on the next one); 0: any free even port and the next"),
     Setting("rtsp.session_timeout", 60.0, _positive_float,
             "seconds without a request, RTCP or data from an RTSP client before its session ends"),
+    Setting("rtsp.tcp_buffer", 256 * 1024, _positive_int,
+            "bytes an RTSP client over TCP may have waiting, in the kernel and again in the server, before its "
+            "packets are dropped (more rides out a slow moment, less keeps its latency down)"),
     Setting("rtsp.app_key", "defaultApp", _text, "application whose backend authorizes RTSP (playRTSP hook)"),
     Setting("rtsp.auth", "none", lambda v: _choice(v, ("NONE", "BASIC", "DIGEST")).lower(),
             "RTSP authentication of viewers: none, basic or digest (users from rtsp.users)"),

@@ -44,9 +44,6 @@ from .streams import validate_name
 log = logging.getLogger(__name__)
 
 SERVED_CODECS = ("H264", "VP8", "opus")
-# A client's connection holds at most this much in our buffer, and the kernel's send buffer is kept to
-# the same size: beyond it packets are dropped rather than queued as seconds of latency.
-MAX_TCP_BUFFERED = 256 * 1024
 MAX_UDP_BUFFERED = 4 << 20  # bytes queued on the shared UDP socket before packets are dropped
 MAX_QUEUED_REQUESTS = 8  # pipelined requests read ahead before the connection stops being read
 SPS_WAIT = 2.0  # seconds DESCRIBE waits for an H.264 stream's parameter sets (else SDP without them)
@@ -131,6 +128,9 @@ class RtspService:
         self.published = published
         self._authorize_viewer = authorize_viewer
         self.session_timeout = float(config["rtsp.session_timeout"])
+        # A client's connection holds at most this much in our buffer, and the kernel's send buffer is kept
+        # to the same size: beyond it packets are dropped rather than queued as seconds of latency.
+        self.tcp_buffer = int(config["rtsp.tcp_buffer"])
         self.app_key = str(config["rtsp.app_key"])
         self.udp_port = int(config["rtsp.udp_port"])
         mode = config["rtsp.auth"]
@@ -288,7 +288,7 @@ class RtspConnection(asyncio.Protocol):
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_TCP_BUFFERED)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.service.tcp_buffer)
         # pause_writing as soon as asyncio holds any byte: the native fan-out writes to the socket only
         # while nothing waits before it.
         transport.set_write_buffer_limits(high=0)
@@ -554,9 +554,11 @@ class RtspConnection(asyncio.Protocol):
     def _interleaved_sender(self, channel: int) -> Callable[[bytes], bool]:
         prefix = struct.pack("!BB", 0x24, channel)
 
+        limit = self.service.tcp_buffer
+
         def send(data: bytes) -> bool:
             transport = self.transport
-            if transport is None or transport.is_closing() or transport.get_write_buffer_size() > MAX_TCP_BUFFERED:
+            if transport is None or transport.is_closing() or transport.get_write_buffer_size() > limit:
                 return False
             transport.write(prefix + len(data).to_bytes(2, "big") + data)
             return True

@@ -77,7 +77,7 @@ async def test_a_udp_client_gets_its_datagrams_from_the_native_fan_out(
 
 async def test_a_tcp_client_that_stops_reading_loses_whole_frames_and_its_answers_stay_whole(
         start_server: Callable[..., ServerProcess]) -> None:
-    server = start_server(RTSP)
+    server = start_server([*RTSP, "--rtsp-tcp-buffer", "32768"])  # small buffers fill in seconds
     async with Session.connect(server.ws_url) as publishing:
         await publishing.publish("cam1", codec="H264", width=640, height=480)
         loop = asyncio.get_running_loop()
