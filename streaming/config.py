@@ -235,6 +235,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hls.app_key", "defaultApp", _text, "application whose backend authorizes HLS (playHLS hook)"),
     Setting("hls.auth_cache", 30.0, _positive_float,
             "seconds a playHLS answer holds for the same stream and token"),
+    Setting("whip.app_key", "defaultApp", _text,
+            "application whose backend authorizes WHIP and WHEP (publishStream / playStream hooks)"),
     Setting("rtsp.port", 554, _port, "RTSP port: rtsp://host:PORT/{name} (0: any free port)"),
     Setting("rtsp.udp_port", 0, _port,
             "RTSP server's UDP port for RTP (RTCP on the next one); 0: any free even port and the next"),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from . import dashboard, whip
 from .apps import ECHO_BACKEND_PATH
 from .rtsp_pull import STREAM_NOT_FOUND, TERMINATED, WRONG_FORMAT, PullFailed
 from .streams import validate_name
@@ -205,6 +206,8 @@ def build_app(server: Server) -> web.Application:
 
     app.add_routes(routes)
     server.recording.add_routes(app)  # /rest-api/recorder/..., /rest-api/record/..., /client/records/
+    whip.add_routes(app, server)  # /whip/{name}, /whep/{name} and their sessions (streaming/whip.py)
+    dashboard.add_routes(app, server)  # /dashboard and /rest-api/dashboard/streams (streaming/dashboard.py)
     websdk = server.websdk_dir()
     if websdk is not None:
         app.router.add_static("/websdk/", websdk, follow_symlinks=False, show_index=False)
