@@ -256,6 +256,13 @@ class Peer:
             raise SdpError(f"SDP offer refused: {exc}") from None
 
     async def _answer(self) -> str:
+        for transceiver in self.pc.getTransceivers():
+            # An actpass offer lets the answerer choose: aiortc would take the DTLS client role, whose
+            # cipher list (ECDHE-ECDSA only) fails against a server with an RSA certificate (GStreamer's
+            # webrtcbin, "no shared cipher"). As the DTLS server it offers its ECDSA certificate, which
+            # every client takes (browsers, GStreamer, OBS).
+            if transceiver.receiver.transport._role == "auto":
+                transceiver.receiver.transport._set_role("server")
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)  # gathers candidates: the answer carries them
         dtls = self.pc.getTransceivers()[0].receiver.transport
