@@ -90,7 +90,8 @@ class WhipClient:
 
     # -- HTTP -----------------------------------------------------------------------------------
 
-    def _request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    def _request(self, method: str, url: str, body: bytes | None,
+                 headers: dict[str, str]) -> tuple[int, dict[str, str], str]:
         if self.args.token:
             headers = {**headers, "Authorization": f"Bearer {self.args.token}"}
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
