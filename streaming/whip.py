@@ -22,6 +22,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -310,4 +311,10 @@ def add_routes(app: web.Application, server: Server) -> WhipService:
     service = WhipService(server.streams, server.sessions, server.apps, server.hooks, server.config.node_id,
                           server.config["whip.app_key"], server.on_session_closed)
     service.add_routes(app)
+    app.router.add_get("/whip-demo", _demo_page)
     return service
+
+
+async def _demo_page(request: web.Request) -> web.FileResponse:
+    """A page that publishes the camera over WHIP and plays it back over WHEP with plain fetch()."""
+    return web.FileResponse(Path(__file__).parent / "web" / "whip.html")
