@@ -104,8 +104,6 @@ class WhipService:
         self.app_key = app_key
         self._on_session_closed = on_session_closed
         self.resources: dict[str, Resource] = {}
-        self.started = {"WHIP": 0, "WHEP": 0}
-        self.refused = 0
 
     # -- the resource's life ----------------------------------------------------------------------
 
@@ -116,7 +114,7 @@ class WhipService:
         if problem is not None:
             raise StartFailed(400, problem)
         try:
-            parse_offer(offer, MAX_SDP)
+            kinds = {media.kind for media in parse_offer(offer, MAX_SDP).media}
         except SdpError as exc:
             raise StartFailed(400, f"Bad SDP: {exc}") from None
         app = self.apps.get(self.app_key)
@@ -133,8 +131,9 @@ class WhipService:
         session.close_callbacks.append(lambda s, reason: self._forget(resource))
         session.report("ConnectionStatusEvent", {"status": "ESTABLISHED", "info": f"{provider} session"})
         obj: dict[str, Any] = {
-            "mediaSessionId": resource.id, "name": name, "published": provider == "WHIP", "hasAudio": True,
-            "hasVideo": True, "status": "PENDING", "record": record, "mediaProvider": provider, "sdp": offer,
+            "mediaSessionId": resource.id, "name": name, "published": provider == "WHIP",
+            "hasAudio": "audio" in kinds, "hasVideo": "video" in kinds, "status": "PENDING", "record": record,
+            "mediaProvider": provider, "sdp": offer,
         }
         if token is not None:
             obj["token"] = token
@@ -144,15 +143,12 @@ class WhipService:
             # A failure the service schedules rather than awaits (a bad name) is told a moment later.
             answer = await asyncio.wait_for(asyncio.shield(resource.answer), self.hooks.timeout + 5)
         except StartFailed as exc:
-            if exc.status == 403:
-                self.refused += 1
             await self.sessions.close(session, f"{provider} refused: {exc.info}")
             raise
         except (ProtocolError, TimeoutError) as exc:
             info = exc.info if isinstance(exc, ProtocolError) else "The stream did not start in time"
             await self.sessions.close(session, f"{provider} failed: {info}")
             raise StartFailed(400 if isinstance(exc, ProtocolError) else 503, info) from None
-        self.started[provider] += 1
         log.info("%s %s of %r from %s: %s", provider, "publish" if provider == "WHIP" else "play", name,
                  remote, resource.path)
         assert answer
@@ -216,10 +212,6 @@ class WhipService:
                 await pc.addIceCandidate(candidate)
             except ValueError as exc:  # after end-of-candidates, or an address aioice cannot use
                 log.debug("%s: candidate %r not added: %s", resource.path, line[:80], exc)
-
-    def describe(self) -> dict[str, Any]:
-        return {"resources": {p: sum(1 for r in self.resources.values() if r.provider == p) for p in PROVIDERS},
-                "started": dict(self.started), "refused": self.refused}
 
     # -- HTTP ---------------------------------------------------------------------------------------
 

@@ -43,7 +43,8 @@ async def wait_for(condition: Callable[[], Any], what: str, timeout: float = 15.
 async def rest(server: ServerProcess, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as http:
         async with http.post(server.rest_url + path, json=body or {}) as response:
-            return response.status, await response.json()
+            text = await response.text()
+            return response.status, json.loads(text) if text else None
 
 
 def rest_now(server: ServerProcess, path: str) -> Any:
@@ -210,14 +211,27 @@ def server_status(server: ServerProcess) -> dict[str, Any]:
         return dict(json.loads(response.read()))
 
 
-async def test_whep_viewer_delete_leaves_the_publisher(server: ServerProcess) -> None:
-    publisher = await WhipPublisher.start(server.rest_url + "/whip/keep")
+async def test_whep_viewer_delete_leaves_the_publisher_and_rest_terminate_ends_a_session(
+        server: ServerProcess) -> None:
+    publisher = await WhipPublisher.start(server.rest_url + "/whip/keep?record=true")
     try:
         viewer = await WhepPlayer.start(server.rest_url + "/whep/keep")
         await viewer.wait_frames(10, timeout=20)
         assert await viewer.stop() == 200
         await wait_for(lambda: [s["published"] for s in streams_named(server, "keep")] == [True],
                        "only the publisher left")
+        assert streams_named(server, "keep")[0]["record"] is True  # ?record=true
+        await wait_for(lambda: rest_now(server, "/rest-api/recorder/find_all"), "the recording listed")
+        # A WHEP session ended by the management API: its viewer's media connection is closed.
+        viewer = await WhepPlayer.start(server.rest_url + "/whep/keep")
+        session_id = next(s["sessionId"] for s in streams_named(server, "keep") if not s["published"])
+        status, _answer = await rest(server, "/rest-api/connection/terminate", {"sessionId": session_id})
+        assert status == 200
+        await viewer.wait_ended(10)
+        assert viewer.location is not None
+        status, _headers, _text = await http("DELETE", viewer.location)
+        assert status == 404
+        await viewer.stop()
     finally:
         await publisher.stop()
 
@@ -289,6 +303,8 @@ async def test_error_answers(server: ServerProcess) -> None:
         assert (status, text.strip()) == (404, "Stream not found")
         status, _h, text = await http("POST", base + "/whip/bad%20name", offer, sdp)
         assert status == 400 and "Invalid stream name" in text
+        status, _h, text = await http("POST", base + "/whip/x5", offer + "a=x:" + "y" * 70000 + "\r\n", sdp)
+        assert status == 413, text
         status, _h, text = await http("POST", base + "/whip/x3", offer, {**sdp, "Authorization": "Basic abc"})
         assert status == 400 and "Bearer" in text
         # H.264 in packetization-mode 0 only: nothing the server forwards.
