@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -384,3 +385,31 @@ async def test_whep_viewer_of_a_websdk_publisher(server: ServerProcess) -> None:
             assert await player.stop() == 200
     with pytest.raises((HttpRefused, StreamFailed)):
         await WhepPlayer.start(server.rest_url + "/whep/websdk1")
+
+
+async def test_the_python_client_command_line(server: ServerProcess) -> None:
+    command = [sys.executable, "-m", "streaming.client.whip"]
+    publisher = await asyncio.create_subprocess_exec(
+        *command, "publish", server.rest_url + "/whip/cli1", "--ice-address", "127.0.0.1", "--token", "t",
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert publisher.stderr is not None
+        ready = await asyncio.wait_for(publisher.stderr.readline(), 30)
+        assert ready.startswith(b"ready "), ready
+        player = await asyncio.create_subprocess_exec(
+            *command, "play", server.rest_url + "/whep/cli1", "--ice-address", "127.0.0.1", "--frames", "20",
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(player.communicate(), 60)
+        assert player.returncode == 0, err.decode()
+        played = json.loads(out)
+        assert played["frames"] >= 20 and (played["width"], played["height"]) == (640, 480)
+        assert played["deleted"] == 200
+        publisher.terminate()  # DELETEs its session, prints its summary
+        out, err = await asyncio.wait_for(publisher.communicate(), 30)
+        assert publisher.returncode == 0, err.decode()
+        assert json.loads(out)["deleted"] == 200
+        await wait_for(lambda: not streams_named(server, "cli1"), "the stream gone")
+    finally:
+        if publisher.returncode is None:
+            publisher.kill()
+            await publisher.wait()

@@ -7,13 +7,25 @@ connection failing or closing (`ended`).
     player = await WhepPlayer.start("http://127.0.0.1:8081/whep/cam1")
     await player.wait_frames(30, timeout=10)
     await publisher.stop()
+
+From the command line (a JSON summary on stdout, `ready {...}` on stderr once connected; exit status 1
+when the endpoint refused or the stream failed):
+
+    python -m streaming.client.whip publish http://127.0.0.1:8081/whip/cam1 --duration 30 [--token T]
+    python -m streaming.client.whip play http://127.0.0.1:8081/whep/cam1 --frames 100
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import logging
+import math
+import signal
+import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urljoin
 
@@ -24,7 +36,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from .media import TestPatternTrack, ToneTrack
 from .session import ClientError, WaitTimeout
-from .webrtc import codec_preferences, negotiated_codecs
+from .webrtc import VIDEO_CODECS, codec_preferences, negotiated_codecs, use_ice_addresses
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +106,7 @@ class _HttpStream:
                                   f"(connection {self.pc.connectionState})")
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                await asyncio.wait_for(self._changed.wait(), remaining if math.isfinite(remaining) else None)
             except TimeoutError:
                 pass
 
@@ -206,3 +218,75 @@ class WhepPlayer(_HttpStream):
                 await task
             except (asyncio.CancelledError, MediaStreamError):
                 pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m streaming.client.whip",
+                                     description="Publish over WHIP or play over WHEP (aiortc).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in (("publish", "publish a test pattern and a tone to a WHIP URL"),
+                       ("play", "play a WHEP URL and count its frames")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("url", help="the endpoint, e.g. http://127.0.0.1:8081/whip/cam1")
+        sub.add_argument("--token", default=None, help="sent as Authorization: Bearer TOKEN")
+        sub.add_argument("--codec", type=str.upper, choices=VIDEO_CODECS, default=None, help="video codec")
+        sub.add_argument("--duration", type=float, default=None, metavar="S", help="seconds to keep it up")
+        sub.add_argument("--timeout", type=float, default=20.0, metavar="S", help="seconds to get connected")
+        sub.add_argument("--ice-address", action="append", default=None, metavar="ADDR",
+                         help="gather ICE candidates on this address (repeatable); 127.0.0.1 on loopback")
+        if name == "play":
+            sub.add_argument("--frames", type=int, default=None, metavar="N", help="stop after N video frames")
+    return parser
+
+
+async def _run(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    if args.ice_address:
+        use_ice_addresses(args.ice_address)
+    summary: dict[str, Any] = {"command": args.command, "url": args.url}
+    stream: _HttpStream | None = None
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop: DELETE the session, print the summary
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+    try:
+        if args.command == "publish":
+            stream = await WhipPublisher.start(args.url, args.token, args.timeout, codec=args.codec)
+        else:
+            stream = await WhepPlayer.start(args.url, args.token, args.timeout, codec=args.codec)
+        summary.update(location=stream.location, codecs=stream.codecs)
+        print("ready " + json.dumps({"location": stream.location}), file=sys.stderr, flush=True)
+        wait = float("inf") if args.duration is None else args.duration
+        if isinstance(stream, WhepPlayer) and args.frames is not None:
+            await stream.wait_frames(args.frames, wait)
+        else:
+            try:
+                await stream.wait_ended(wait)
+                raise ClientError(f"the stream ended: the media connection is {stream.pc.connectionState}")
+            except WaitTimeout:
+                pass  # up for the whole duration
+        code = 0
+    except ClientError as exc:
+        summary["error"] = str(exc)
+        code = 1
+    except asyncio.CancelledError:
+        summary["interrupted"] = True
+        code = 0
+    finally:
+        if stream is not None:
+            if isinstance(stream, WhepPlayer):
+                summary.update(frames=stream.frames["video"], audioFrames=stream.frames["audio"],
+                               width=stream.width, height=stream.height)
+            summary["deleted"] = await stream.stop()
+    return code, summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    code, summary = asyncio.run(_run(args))
+    print(json.dumps(summary, indent=2, default=str))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
