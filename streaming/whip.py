@@ -104,6 +104,7 @@ class WhipService:
         self.app_key = app_key
         self._on_session_closed = on_session_closed
         self.resources: dict[str, Resource] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- the resource's life ----------------------------------------------------------------------
 
@@ -141,7 +142,7 @@ class WhipService:
         try:
             await handler(session, obj)
             # A failure the service schedules rather than awaits (a bad name) is told a moment later.
-            answer = await asyncio.wait_for(asyncio.shield(resource.answer), self.hooks.timeout + 5)
+            await asyncio.wait_for(asyncio.shield(resource.answer), self.hooks.timeout + 5)
         except StartFailed as exc:
             await self.sessions.close(session, f"{provider} refused: {exc.info}")
             raise
@@ -151,7 +152,6 @@ class WhipService:
             raise StartFailed(400 if isinstance(exc, ProtocolError) else 503, info) from None
         log.info("%s %s of %r from %s: %s", provider, "publish" if provider == "WHIP" else "play", name,
                  remote, resource.path)
-        assert answer
         return resource
 
     async def _deliver(self, resource: Resource, text: str) -> None:
@@ -169,9 +169,12 @@ class WhipService:
                 return
             if resource.ended:  # a DELETE ends it and closes the session itself
                 return
-            # The stream ended after the answer: its resource and session go with it.
-            asyncio.get_running_loop().create_task(
+            # The stream ended after the answer: its resource and session go with it (not from in here:
+            # the stream service is still ending the stream).
+            task = asyncio.get_running_loop().create_task(
                 self.sessions.close(resource.session, f"{resource.provider} stream {status}: {info}"))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _forget(self, resource: Resource) -> None:
         resource.ended = True

@@ -413,3 +413,17 @@ async def test_the_python_client_command_line(server: ServerProcess) -> None:
         if publisher.returncode is None:
             publisher.kill()
             await publisher.wait()
+
+
+async def test_an_offer_that_never_connects_is_cleaned_up(start_server: Callable[..., ServerProcess]) -> None:
+    server = start_server(["--webrtc-connect-timeout", "2"])
+    status, headers, _answer = await http("POST", server.rest_url + "/whip/silent", await make_offer("sendonly"),
+                                          {"Content-Type": "application/sdp"})
+    assert status == 201
+    location = server.rest_url + headers["Location"]
+    assert [s["status"] for s in streams_named(server, "silent")] == ["PENDING"]
+    await wait_for(lambda: not streams_named(server, "silent"), "the unconnected stream gone", 15)
+    assert not rest_now(server, "/rest-api/connection/find_all")
+    status, _headers, _text = await http("DELETE", location)
+    assert status == 404
+    assert "Failed by ICE timeout" in server.log()
