@@ -427,3 +427,19 @@ async def test_an_offer_that_never_connects_is_cleaned_up(start_server: Callable
     status, _headers, _text = await http("DELETE", location)
     assert status == 404
     assert "Failed by ICE timeout" in server.log()
+
+
+async def test_a_whep_viewer_without_the_publishers_codec_gets_it_transcoded(server: ServerProcess) -> None:
+    publisher = await WhipPublisher.start(server.rest_url + "/whip/vp8src", codec="VP8", width=320, height=240)
+    try:
+        player = await WhepPlayer.start(server.rest_url + "/whep/vp8src", codec="H264")
+        try:
+            await player.wait_frames(10, timeout=30)
+            assert player.codecs["video"] == "H264" and (player.width, player.height) == (320, 240)
+            transcoders = rest_now(server, "/rest-api/transcoder/find_all")
+            assert [(t["stream"], t["source"], t["target"]["codec"]) for t in transcoders] == [
+                ("vp8src", "VP8", "H264")]
+        finally:
+            await player.stop()
+    finally:
+        await publisher.stop()
