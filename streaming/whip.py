@@ -144,11 +144,11 @@ class WhipService:
             # A failure the service schedules rather than awaits (a bad name) is told a moment later.
             await asyncio.wait_for(asyncio.shield(resource.answer), self.hooks.timeout + 5)
         except StartFailed as exc:
-            await self.sessions.close(session, f"{provider} refused: {exc.info}")
+            await self._close(session, f"{provider} refused: {exc.info}")
             raise
         except (ProtocolError, TimeoutError) as exc:
             info = exc.info if isinstance(exc, ProtocolError) else "The stream did not start in time"
-            await self.sessions.close(session, f"{provider} failed: {info}")
+            await self._close(session, f"{provider} failed: {info}")
             raise StartFailed(400 if isinstance(exc, ProtocolError) else 503, info) from None
         log.info("%s %s of %r from %s: %s", provider, "publish" if provider == "WHIP" else "play", name,
                  remote, resource.path)
@@ -171,10 +171,20 @@ class WhipService:
                 return
             # The stream ended after the answer: its resource and session go with it (not from in here:
             # the stream service is still ending the stream).
-            task = asyncio.get_running_loop().create_task(
-                self.sessions.close(resource.session, f"{resource.provider} stream {status}: {info}"))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._close_soon(resource.session, f"{resource.provider} stream {status}: {info}")
+
+    def _close_soon(self, session: Session, reason: str) -> None:
+        """Close the session in a task of its own: closing waits for its last event hooks to be
+        delivered, which a slow backend must not make an HTTP answer wait for."""
+        task = asyncio.get_running_loop().create_task(self.sessions.close(session, reason))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close(self, session: Session, reason: str) -> None:
+        """Close the session; return once it has left the registry (the task's first step, which runs
+        before this coroutine goes on), not once the backend has its events."""
+        self._close_soon(session, reason)
+        await asyncio.sleep(0)
 
     async def _forget(self, resource: Resource) -> None:
         resource.ended = True
@@ -191,7 +201,7 @@ class WhipService:
         if ms is not None and not ms.ended:
             handler = self.streams.unpublish if resource.provider == "WHIP" else self.streams.stop
             await handler(resource.session, {"mediaSessionId": resource.id})
-        await self.sessions.close(resource.session, DELETED.format(resource.provider))
+        await self._close(resource.session, DELETED.format(resource.provider))
 
     async def trickle(self, resource: Resource, fragment: TrickleFragment) -> None:
         """PATCH: the client's candidates go to the ICE agent of the stream's peer connection."""
