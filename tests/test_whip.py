@@ -443,3 +443,18 @@ async def test_a_whep_viewer_without_the_publishers_codec_gets_it_transcoded(ser
             await player.stop()
     finally:
         await publisher.stop()
+
+
+async def test_a_video_only_whip_publisher(server: ServerProcess) -> None:
+    publisher = await WhipPublisher.start(server.rest_url + "/whip/mute1", audio=False)
+    try:
+        published = await wait_for(lambda: [s for s in streams_named(server, "mute1") if s["status"] == "PUBLISHING"],
+                                   "PUBLISHING")
+        assert (published[0]["hasAudio"], published[0]["hasVideo"]) == (False, True)
+        assert [t["kind"] for t in published[0]["tracks"]] == ["video"]
+        player = await WhepPlayer.start(server.rest_url + "/whep/mute1")
+        await player.wait_frames(10, timeout=20)
+        assert player.frames["audio"] == 0
+        await player.stop()
+    finally:
+        await publisher.stop()
