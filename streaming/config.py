@@ -154,6 +154,17 @@ def _users(value: Any) -> dict[str, str]:
     return users
 
 
+def _token(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if any(c.isspace() for c in text) or len(text) < 16:
+        raise ValueError("must be at least 16 characters without spaces (e.g. `openssl rand -hex 32`)")
+    return text
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -220,6 +231,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ws.keepalive_grace", 30.0, _positive_float,
             "seconds a keepAlive session waits for its client to reconnect"),
     Setting("rest.port", 8081, _port, "REST API, embedded backend and demo pages (0: any free port)"),
+    Setting("rest.token", None, _token,
+            "bearer token the REST API (/rest-api/..., /metrics) asks for; required, or rest.users, when "
+            "not bound to loopback"),
+    Setting("rest.users", {}, _users, "REST API Basic users as user:password, separated by commas (or a TOML list)"),
+    Setting("rest.metrics_auth", True, _bool,
+            "/metrics asks for the REST API's credentials too; false: open to whoever reaches the port"),
     Setting("hls.port", 8082, _port, "HLS port: http://host:PORT/{name}/{name}.m3u8 (0: any free port)"),
     Setting("hls.mode", "hls", lambda v: _choice(v, ("HLS", "LLHLS")).lower(),
             "hls: MPEG-TS segments; llhls: low-latency HLS with fMP4 parts and blocking playlist reload"),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from . import rest_auth
 from .apps import ECHO_BACKEND_PATH
 from .rtsp_pull import STREAM_NOT_FOUND, TERMINATED, WRONG_FORMAT, PullFailed
 from .streams import validate_name
@@ -55,6 +56,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 def build_app(server: Server) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
+    rest_auth.protect(app, server.config)  # /rest-api/... and /metrics: token or Basic (streaming/rest_auth.py)
     routes = web.RouteTableDef()
 
     # -- embedded echo backend (defaultApp): approves everything by answering with what it got ----
