@@ -154,6 +154,19 @@ def _users(value: Any) -> dict[str, str]:
     return users
 
 
+def _allowed_hosts(value: Any) -> list[str]:
+    from .rtsp_pull.allow import HostPolicy  # the rule lives with the pulls; checked here at load time
+
+    if isinstance(value, str):
+        items = [part.strip() for part in value.replace(",", " ").split() if part.strip()]
+    elif isinstance(value, list | tuple):
+        items = [str(part).strip() for part in value]
+    else:
+        raise ValueError("must be host names, addresses or networks")
+    HostPolicy.parse(items)
+    return items
+
+
 def _token(value: Any) -> str | None:
     if value is None:
         return None
@@ -275,6 +288,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rtsp.pull_retry_max", 30.0, _positive_float,
             "longest wait between reconnects to a dropped camera (the wait doubles from 1 s)"),
     Setting("rtsp.pull_max", 100, _positive_int, "cameras pulled at once"),
+    Setting("rtsp.pull_allowed_hosts", [], _allowed_hosts,
+            "hosts that may be pulled: names (*.example.com for subdomains), addresses, networks (CIDR); "
+            "separated by commas or a TOML list (default: any host)"),
     Setting("transcoding.enabled", True, _bool,
             "transcode for viewers that need another codec or size; off: they fail with "
             "'Transcoding required, but disabled'"),

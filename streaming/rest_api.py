@@ -16,7 +16,7 @@ from aiohttp import web
 
 from . import rest_auth
 from .apps import ECHO_BACKEND_PATH
-from .rtsp_pull import STREAM_NOT_FOUND, TERMINATED, WRONG_FORMAT, PullFailed
+from .rtsp_pull import NOT_ALLOWED, STREAM_NOT_FOUND, TERMINATED, WRONG_FORMAT, PullFailed
 from .streams import validate_name
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ def build_app(server: Server) -> web.Application:
             pull = await server.pulls.acquire(uri, keep=True, local_name=local_name,
                                               tcp=None if transport is None else transport == "tcp")
         except PullFailed as exc:
-            status = 400 if exc.info == WRONG_FORMAT else 404 if exc.info == STREAM_NOT_FOUND else 502
+            status = {WRONG_FORMAT: 400, NOT_ALLOWED: 403, STREAM_NOT_FOUND: 404}.get(exc.info, 502)
             return web.json_response({"status": status, "info": exc.info, "reason": exc.detail}, status=status)
         return web.json_response(pull.describe())
 
