@@ -191,6 +191,10 @@ def build_app(server: Server) -> web.Application:
 
     # -- server status ------------------------------------------------------------------------
 
+    @routes.get("/metrics")  # Prometheus (streaming/metrics.py); credentials as rest.metrics_auth says
+    async def metrics(request: web.Request) -> web.Response:
+        return await server.metrics.handle(request)
+
     @routes.get("/health")
     async def health(request: web.Request) -> web.Response:
         return web.json_response(server.status())

@@ -27,6 +27,7 @@ from .events import StreamEvents
 from .hls_server import HlsService
 from .hooks import HookClient
 from .keepalive import StreamKeepAlive
+from .metrics import Metrics
 from .recording import RecordingService
 from .rest_config import default_method_config
 from .rtsp_pull import PullService, PullSettings
@@ -90,6 +91,7 @@ class Server:
             on_session_closed=self.on_session_closed, ping_interval=config["ws.ping_interval"],
             ping_probes=config["ws.ping_probes"], max_message_bytes=config["ws.max_message_bytes"],
             connect_on_error=config["hooks.connect_on_error"])
+        self.metrics = Metrics(self)  # /metrics (streaming/metrics.py); reads the services above
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
@@ -101,6 +103,7 @@ class Server:
         await self.hooks.start()
         self.streams.start()
         self.keepalive.start()
+        self.metrics.start()
         bind = self.config["server.bind"]
         ws_app = web.Application()
         ws_app.router.add_get("/{tail:.*}", self._websocket)
@@ -116,7 +119,7 @@ class Server:
         self._ensure_default_app(self.urls["rest"])
         self.hls.start()
         self.recording.start()
-        hls_port = await self._listen(self.hls.build_app(), bind, self.config["hls.port"])
+        hls_port = await self._listen(self.metrics.watch_hls(self.hls.build_app()), bind, self.config["hls.port"])
         self.urls["hls"] = f"http://{_host_for_url(bind)}:{hls_port}"
         try:
             rtsp_port = await self.rtsp.start(bind, self.config["rtsp.port"])
@@ -142,6 +145,7 @@ class Server:
         return int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        await self.metrics.stop()
         await self.streams.shutdown()
         await self.keepalive.shutdown()
         await self.snapshots.shutdown()
