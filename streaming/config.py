@@ -230,6 +230,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.data_dir", "data", _path, "folder for all state: database, records, segments, reports"),
     Setting("server.bind", "0.0.0.0", _bind_address, "address every listener binds to"),
     Setting("server.log_level", "info", _log_level, "debug, info, warning or error"),
+    Setting("server.log_format", "text", lambda v: _choice(v, ("TEXT", "JSON")).lower(),
+            "text, or json: one JSON object a line (time, level, logger, message, session and stream ids)"),
     Setting("server.python_core", False, _bool, "run the slow Python twin of the media core on purpose",
             is_flag=True),
     Setting("ws.port", 8080, _port, "WebSocket port of the client protocol (0: any free port)"),

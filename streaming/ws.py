@@ -12,11 +12,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from . import protocol
+from . import logs, protocol
 from .apps import DEFAULT_APP_KEY, AppRegistry
 from .hooks import CONTEXT_FIELDS, HookClient
 from .protocol import ClientMessage, ProtocolError
 from .rest_config import MethodConfig, RestClientConfig
+from .rtsp_pull.urls import is_rtsp_url, masked
 from .session import Session, SessionRegistry, SessionState
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class ClientConnection:
                 self._close_reason = f"Connection closed with code {self.ws.close_code}"
             session = self.session
             if session is not None and session.connection is self:
+                logs.bind(session_id=session.id)
                 session.connection = None
                 self.services.sessions.detach(session, self._close_reason)
 
@@ -142,6 +144,8 @@ class ClientConnection:
                 self._connecting = False
                 self._connect_done.set()
             return
+        # Log lines of this message carry its session and stream (streaming/logs.py).
+        logs.bind(session_id=self.session.id, **_stream_ids(message.data))
         if message.name == "connection":
             raise ProtocolError("Session is already established", "connection")
         handler = self.services.handlers.get(message.name)
@@ -165,6 +169,7 @@ class ClientConnection:
         client_data["appKey"] = app_key
         session = Session(self.services.node_id, app, client_data, RestClientConfig(), self.services.hooks,
                           self.remote)
+        logs.bind(session_id=session.id)
         body = {**client_data, "remoteAddress": self.remote, **session.context}
         asking = MethodConfig(on_error=self.services.connect_on_error)
         result = await self.services.hooks.call(app, "connect", body, asking)
@@ -216,6 +221,7 @@ class ClientConnection:
         return True
 
     def _attach(self, session: Session) -> None:
+        logs.bind(session_id=session.id)
         self.session = session
         session.connection = self
         session.attach(self.send, self.remote)
@@ -258,3 +264,10 @@ class ClientConnection:
                 await self.send(protocol.PING)
             except (ConnectionError, RuntimeError):
                 return
+
+
+def _stream_ids(data: Mapping[str, Any]) -> dict[str, str | None]:
+    """The stream a client message concerns, for its log lines (a camera URL without its password)."""
+    name, msid = data.get("name"), data.get("mediaSessionId")
+    return {"stream": (masked(name) if is_rtsp_url(name) else name[:256]) if isinstance(name, str) else None,
+            "media_session_id": msid[:128] if isinstance(msid, str) else None}
