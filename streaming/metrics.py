@@ -61,30 +61,43 @@ class Ledger(Generic[T]):
 
     `update(live, read)` is given the objects alive now with their label, and how to read their counters.
     Each object's progress since it was last read is added to its label's totals. The objects of the
-    previous update are held until this one, so one that went since is read a last time."""
+    previous update are held until this one, so one that went since is read a last time; what was
+    counted of it is remembered while it exists, so an object that comes back (an RTSP client's PLAY
+    after PAUSE) is not counted twice."""
 
     def __init__(self, fields: int):
         self.fields = fields
         self.totals: dict[str, list[float]] = {}
-        self._counted: weakref.WeakKeyDictionary[T, list[float]] = weakref.WeakKeyDictionary()
-        self._held: dict[int, tuple[T, str]] = {}
+        # id(obj) -> [obj, label, counted values]: the objects of the last update, held.
+        self._held: dict[int, list[Any]] = {}
+        self._gone: weakref.WeakKeyDictionary[T, Sequence[float]] = weakref.WeakKeyDictionary()
 
     def update(self, live: Iterable[tuple[T, str]], read: Callable[[T], Sequence[float]]) -> None:
-        current = {id(obj): (obj, label) for obj, label in live}
-        for key, (obj, label) in self._held.items():
-            if key not in current:
-                self._count(obj, label, read)
-        for obj, label in current.values():
-            self._count(obj, label, read)
+        held, current = self._held, {}
+        for obj, label in live:
+            key = id(obj)
+            entry = held.pop(key, None)
+            if entry is None:
+                entry = [obj, label, self._gone.pop(obj, None) or (0,) * self.fields]
+            entry[1] = label
+            self._add(entry, read(obj))
+            current[key] = entry
+        for entry in held.values():  # gone since the last update: read a last time, then let go
+            self._add(entry, read(entry[0]))
+            with contextlib.suppress(TypeError):  # an object that cannot be weakly referenced is forgotten
+                self._gone[entry[0]] = entry[2]
         self._held = current
 
-    def _count(self, obj: T, label: str, read: Callable[[T], Sequence[float]]) -> None:
-        values = [float(v) for v in read(obj)]
-        before = self._counted.get(obj)
-        totals = self.totals.setdefault(label, [0.0] * self.fields)
-        for i, value in enumerate(values):
-            totals[i] += max(0.0, value - (before[i] if before is not None else 0.0))
-        self._counted[obj] = values
+    def _add(self, entry: list[Any], values: Sequence[float]) -> None:
+        totals = self.totals.get(entry[1])
+        if totals is None:
+            totals = self.totals[entry[1]] = [0.0] * self.fields
+        before = entry[2]
+        for i in range(self.fields):
+            grown = values[i] - before[i]
+            if grown > 0:
+                totals[i] += grown
+        entry[2] = values
 
     def total(self, label: str, field: int = 0) -> float:
         return self.totals.get(label, [0.0] * self.fields)[field]
