@@ -122,8 +122,9 @@ async def test_every_rest_api_route_asks_for_credentials(tmp_path: Path,
                     # Past the check, each route answers as it does for an empty body (404 nothing found,
                     # 400 a required field ...): never the access rule's 401 or 403.
                     assert resp.status not in (401, 403), (method, path, resp.status, await resp.text())
-        # What stays open: the demo page, /health, the embedded backend (the connect hook goes through it).
-        for path in ("/", "/health"):
+        # What stays open: the demo pages and the WebSDK, /health, the embedded backend (the connect hook
+        # goes through it).
+        for path in ("/", "/health", "/websdk/flashphoner.js"):
             async with http.get(server.rest_url + path) as resp:
                 assert resp.status == 200, path
         async with http.post(server.rest_url + "/apps/EchoApp/connect", json={"a": 1}) as resp:
