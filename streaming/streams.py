@@ -379,10 +379,11 @@ class StreamService:
         them, released when the viewer ends)."""
         width, height = _play_size(obj.get("width")), _play_size(obj.get("height"))
         fit = False
-        if limit != (0, 0) and not within(width, height, limit):
-            width, height, fit = limit[0], limit[1], True  # asked for more than allowed: the most allowed
-        elif limit != (0, 0) and not (width or height) and not within(*source_size, limit):
-            width, height, fit = limit[0], limit[1], True
+        if limit != (0, 0):
+            asked = width or height
+            too_big = (limit[0] and width > limit[0]) or (limit[1] and height > limit[1])
+            if (asked and too_big) or (not asked and not within(*source_size, limit)):
+                width, height, fit = limit[0], limit[1], True  # the most the client takes, aspect kept
         offered = offered_codecs(obj["sdp"])
         derived: dict[str, PublishedTrack] = {}
         for track in stream.tracks:
