@@ -10,7 +10,9 @@ the file is written by media/pcap.py, at most `max_bytes` long, in a thread.
 
 `sessionDebug` is a direct invocation (the backend may refuse it); the client is answered with
 `notifySessionDebugEvent` (the WebSDK's SESSION_STATUS.DEBUG) and the backend gets
-SessionDebugStatusEvent.
+SessionDebugStatusEvent. The WebSDK's startDebug also makes it send its log lines (`pushLogs`): while a
+session's debug runs they are kept (up to `max_bytes`) and saved beside its capture as a `.log` file;
+at other times they are taken and dropped (stopDebug does not turn them off in the client).
 """
 
 from __future__ import annotations
@@ -148,10 +150,20 @@ class SessionCaptures:
         self.max_bytes = max_bytes
         self._running: dict[str, tuple[Capture, asyncio.Task[None]]] = {}  # by session id
         self._debug_stop: dict[str, asyncio.Event] = {}
+        self._debug_logs: dict[str, tuple[Path, list[str]]] = {}  # by session id: the file, its lines
         self.saved = 0
+        self.logs_dropped = 0  # pushLogs lines taken outside a debug, or beyond its budget
 
     def handlers(self) -> dict[str, Any]:
-        return {"sessionDebug": self.on_session_debug}
+        return {"sessionDebug": self.on_session_debug, "pushLogs": self.on_push_logs}
+
+    async def on_push_logs(self, session: Session, obj: dict[str, Any]) -> None:
+        logs = obj.get("logs")
+        kept = self._debug_logs.get(session.id)
+        if not isinstance(logs, str) or kept is None or sum(map(len, kept[1])) + len(logs) > self.max_bytes:
+            self.logs_dropped += 1
+            return
+        kept[1].append(logs)
 
     def running(self, session: Session) -> bool:
         return session.id in self._running
@@ -229,9 +241,10 @@ class SessionCaptures:
             await self._debug_status(session, "FAILED", str(exc))
             return
         self._debug_stop[session.id] = stop
+        self._debug_logs[session.id] = (self.folder / name.replace(".pcap", ".log"), [])
         if self._forget not in session.close_callbacks:
             session.close_callbacks.append(self._forget)
-        await self._debug_status(session, "STARTED", None, name)
+        await self._debug_status(session, "STARTED", None, name, name.replace(".pcap", ".log"))
 
     async def _debug_stop_now(self, session: Session) -> None:
         stop = self._debug_stop.pop(session.id, None)
@@ -241,14 +254,28 @@ class SessionCaptures:
             return
         stop.set()
         await asyncio.shield(running[1])
+        await self._save_logs(session)
         await self._debug_status(session, "STOPPED", None)
 
-    async def _debug_status(self, session: Session, status: str, info: str | None, filename: str | None = None) -> None:
+    async def _save_logs(self, session: Session) -> None:
+        kept = self._debug_logs.pop(session.id, None)
+        if kept is None or not kept[1]:
+            return
+        path, lines = kept
+        try:
+            await asyncio.to_thread(write_exclusive, path, "".join(lines).encode())
+        except OSError as exc:
+            log.error("client logs of session %s not saved as %s: %s", session.id, path.name, exc)
+
+    async def _debug_status(self, session: Session, status: str, info: str | None, filename: str | None = None,
+                            logs: str | None = None) -> None:
         obj: dict[str, Any] = {"status": status}
         if info:
             obj["info"] = info
         if filename:
             obj["filename"] = filename
+        if logs:
+            obj["logs"] = logs
         await session.send(protocol.frame("notifySessionDebugEvent", obj))
         session.report("SessionDebugStatusEvent", obj)
 
@@ -256,3 +283,4 @@ class SessionCaptures:
         stop = self._debug_stop.pop(session.id, None)
         if stop is not None:
             stop.set()
+        await self._save_logs(session)

@@ -435,15 +435,24 @@ async def test_session_debug_is_answered_and_saves_a_capture(server: ServerProce
         again = (await client.expect("notifySessionDebugEvent", after=0,
                                      where={"info": "Session debug is already running"}))["data"][0]
         assert again["status"] == "STARTED"
+        await client.send("pushLogs", {"logs": "12:00:00 INFO core - line one\n"})
+        await client.send("pushLogs", {"logs": ["not", "text"]})
+        await client.send("pushLogs", {"logs": "12:00:01 DEBUG core - line two\n"})
         await client.send("sessionDebug", {"command": "stop"})
         await client.expect("notifySessionDebugEvent", where={"status": "STOPPED"})
+        logs = (server.data_dir / "reports" / started["logs"]).read_text()
+        assert logs == "12:00:00 INFO core - line one\n12:00:01 DEBUG core - line two\n"
         path = server.data_dir / "reports" / started["filename"]
         assert path.exists() and tcpdump_lines(path)
         ssrcs, _ = rtp_ssrcs(path)
         assert len(ssrcs) == 1
+        # The WebSDK pushes its log lines once debug was started (and does not stop after stopDebug):
+        # outside a debug they are taken without an answer.
         before = len(client.messages)
+        await client.send("pushLogs", {"logs": "12:00:00 INFO core - after the debug\n"})
         await client.send("sessionDebug", {"command": "explode"})
         assert "command must be 'start' or 'stop'" in (await client.expect("fail", after=before))["data"][0]["info"]
+        assert [d["message"] for d in client.messages[before:]].count("fail") == 1
         events = await hook(backend, "SessionDebugStatusEvent", lambda c: c.body["status"] == "STOPPED")
         assert events.body["sessionId"]
         assert [c.body["command"] for c in backend.hooks("sessionDebug")] == ["start", "start", "stop"]

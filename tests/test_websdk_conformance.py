@@ -116,3 +116,26 @@ def test_connect_size_overwritten_by_the_backend_bounds_the_players_picture(
     page.b.wait_until(lambda: page.video("small") == {"width": 160, "height": 120} or None, 15,
                       "the bounded player at 160x120")
     page.b.wait_until(lambda: page.video("full") == sent or None, 15, "the other player at the published size")
+
+
+def test_start_and_stop_debug_are_answered_and_save_the_capture_and_the_client_logs(
+        server: ServerProcess, streaming_page: StreamingPage) -> None:  # noqa: F811
+    page = streaming_page
+    page.connect("pub")
+    page.publish("pub", "cam", "debugged")
+    page.wait("cam", "PUBLISHING")
+    page.b.js("var S = Flashphoner.constants.SESSION_STATUS; window.__debug = [];"
+              "window.__m.sessions.pub.on(S.DEBUG, function (obj) { window.__debug.push(obj); });"
+              "window.__m.sessions.pub.startDebug();")
+    started = page.b.wait_js("return window.__debug.length >= 1 && window.__debug[0]", timeout=10)
+    assert started["status"] == "STARTED"
+    # With debug on, the WebSDK pushes its log lines (a stream event gives it something to log).
+    page.b.js("window.__m.streams.cam.muteVideo(); window.__m.streams.cam.unmuteVideo();")
+    page.b.js("window.__m.sessions.pub.stopDebug()")
+    stopped = page.b.wait_js("return window.__debug.length >= 2 && window.__debug[1]", timeout=15)
+    assert stopped["status"] == "STOPPED"
+    reports = server.data_dir / "reports"
+    capture = (reports / started["filename"]).read_bytes()
+    assert len(capture) > 24 + 1000  # the global header and the publisher's packets
+    logs = (reports / started["logs"]).read_text()
+    assert 'DEBUG core - "Publish stream debugged"' in logs, logs[:500]
