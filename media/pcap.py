@@ -13,6 +13,7 @@ capture never grows without bound.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 
@@ -45,22 +46,28 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+@functools.lru_cache(maxsize=256)
+def _packed(address: str) -> bytes:
+    """An IP address in network order (4 or 16 bytes); a capture sees the same few again and again."""
+    return ipaddress.ip_address(address).packed
+
+
 def udp_packet(payload: bytes, src: Address, dst: Address) -> bytes:
     """`payload` as an IP/UDP packet from `src` to `dst` (both IPv4 or both IPv6; a mix, or an address
     that is not one, raises ValueError). The UDP checksum is left out (0), which UDP over IPv4 allows
     and readers do not check for captures."""
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes does not fit a packet of {SNAPLEN}")
-    source, destination = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
-    if source.version != destination.version:
+    source, destination = _packed(src[0]), _packed(dst[0])
+    if len(source) != len(destination):
         raise ValueError(f"addresses of two families: {src[0]} and {dst[0]}")
-    udp = UDP_HEADER.pack(src[1] & 0xFFFF, dst[1] & 0xFFFF, UDP_HEADER.size + len(payload), 0) + payload
-    if source.version == 4:
-        header = IPV4_HEADER.pack(0x45, 0, 20 + len(udp), 0, 0x4000, 64, UDP, 0, source.packed, destination.packed)
+    udp = UDP_HEADER.pack(src[1] & 0xFFFF, dst[1] & 0xFFFF, UDP_HEADER.size + len(payload), 0)
+    if len(source) == 4:
+        header = IPV4_HEADER.pack(0x45, 0, 28 + len(payload), 0, 0x4000, 64, UDP, 0, source, destination)
         header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
     else:
-        header = IPV6_HEADER.pack(6 << 28, len(udp), UDP, 64, source.packed, destination.packed)
-    return header + udp
+        header = IPV6_HEADER.pack(6 << 28, 8 + len(payload), UDP, 64, source, destination)
+    return b"".join((header, udp, payload))
 
 
 def record(packet: bytes, timestamp: float) -> bytes:
@@ -88,15 +95,18 @@ class PcapBuffer:
 
     def add(self, payload: bytes, timestamp: float, src: Address, dst: Address) -> bool:
         """Append a UDP datagram; False (counted in `refused`) when it does not fit or cannot be made."""
+        if len(self.data) + RECORD_HEADER.size + 28 + len(payload) > self.max_bytes:  # not even over IPv4
+            self.refused += 1
+            return False
         try:
-            entry = record(udp_packet(payload, src, dst), timestamp)
+            packet = udp_packet(payload, src, dst)
         except ValueError:
             self.refused += 1
             return False
-        if len(self.data) + len(entry) > self.max_bytes:
+        if len(self.data) + RECORD_HEADER.size + len(packet) > self.max_bytes:
             self.refused += 1
             return False
-        self.data += entry
+        self.data += record(packet, timestamp)
         self.packets += 1
         return True
 

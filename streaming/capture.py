@@ -58,6 +58,7 @@ class Capture:
         self._clock = clock
         self._media = media_sessions
         self._undo: list[Callable[[], None]] = []
+        self._addresses: dict[Any, tuple[tuple[str, int], tuple[str, int]]] = {}
         self.full = asyncio.Event()
 
     def start(self) -> None:
@@ -83,7 +84,15 @@ class Capture:
     # -- taps ------------------------------------------------------------------------------------------
 
     def _add(self, data: bytes, peer: Any, inbound: bool, rtcp: bool) -> None:
-        local, remote = peer.addresses or UNKNOWN
+        # The peer's addresses, looked up once per peer (and again while it is not connected).
+        addresses = self._addresses.get(peer)
+        if addresses is None:
+            addresses = peer.addresses
+            if addresses is not None:
+                self._addresses[peer] = addresses
+            else:
+                addresses = UNKNOWN
+        local, remote = addresses
         if rtcp:  # rtcp-mux: one port pair carries both; the next port tells RTCP apart for readers
             local, remote = (local[0], local[1] + 1), (remote[0], remote[1] + 1)
         src, dst = (remote, local) if inbound else (local, remote)
