@@ -348,6 +348,12 @@ async def test_available_stream_answers_as_the_websdk_waits_for(server: ServerPr
     await pc.close()
 
 
+async def packets_sent(pc: Any) -> int:
+    """RTP packets an aiortc peer connection has sent so far (its getStats)."""
+    report = await pc.getStats()
+    return sum(getattr(stat, "packetsSent", 0) for stat in report.values() if stat.type == "outbound-rtp")
+
+
 def tcpdump_lines(path: Path) -> list[str]:
     done = subprocess.run([TCPDUMP, "-nn", "-r", str(path)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
@@ -431,6 +437,9 @@ async def test_session_debug_is_answered_and_saves_a_capture(server: ServerProce
         pc, _msid = await publish(client, "debugged")
         await client.send("sessionDebug", {"command": "start"})
         started = (await client.expect("notifySessionDebugEvent", where={"status": "STARTED"}))["data"][0]
+        first = await packets_sent(pc)
+        await poll_until(lambda: packets_sent(pc), lambda sent: sent >= first + 30, 15,
+                         "30 packets sent while debugging")
         await client.send("sessionDebug", {"command": "start"})
         again = (await client.expect("notifySessionDebugEvent", after=0,
                                      where={"info": "Session debug is already running"}))["data"][0]

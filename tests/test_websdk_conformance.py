@@ -118,6 +118,23 @@ def test_connect_size_overwritten_by_the_backend_bounds_the_players_picture(
     page.b.wait_until(lambda: page.video("full") == sent or None, 15, "the other player at the published size")
 
 
+PACKETS_SENT = r"""
+var done = arguments[arguments.length - 1];
+Promise.all(window.__m.pcs.map(function (pc) { return pc.getStats(null); })).then(function (reports) {
+    var sent = 0;
+    reports.forEach(function (report) {
+        report.forEach(function (r) { if (r.type === "outbound-rtp") { sent += r.packetsSent || 0; } });
+    });
+    done(sent);
+});
+"""
+
+
+def packets_sent(page: StreamingPage) -> int:
+    """RTP packets the page's peer connections have sent so far (their getStats)."""
+    return int(page.b.js_async(PACKETS_SENT, timeout=10))
+
+
 def test_start_and_stop_debug_are_answered_and_save_the_capture_and_the_client_logs(
         server: ServerProcess, streaming_page: StreamingPage) -> None:  # noqa: F811
     page = streaming_page
@@ -129,8 +146,11 @@ def test_start_and_stop_debug_are_answered_and_save_the_capture_and_the_client_l
               "window.__m.sessions.pub.startDebug();")
     started = page.b.wait_js("return window.__debug.length >= 1 && window.__debug[0]", timeout=10)
     assert started["status"] == "STARTED"
-    # With debug on, the WebSDK pushes its log lines (a stream event gives it something to log).
+    # With debug on, the WebSDK pushes its log lines (a stream event gives it something to log); the
+    # capture runs while the publisher sends 50 packets more.
     page.b.js("window.__m.streams.cam.muteVideo(); window.__m.streams.cam.unmuteVideo();")
+    first = packets_sent(page)
+    page.b.wait_until(lambda: packets_sent(page) >= first + 50 or None, 15, "50 packets sent while debugging")
     page.b.js("window.__m.sessions.pub.stopDebug()")
     stopped = page.b.wait_js("return window.__debug.length >= 2 && window.__debug[1]", timeout=15)
     assert stopped["status"] == "STOPPED"
