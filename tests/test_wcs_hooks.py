@@ -300,6 +300,19 @@ async def test_connect_width_and_height_bound_what_a_viewer_gets(server: ServerP
         assert sorted((t["stream"], t["target"]["fit"]) for t in transcoders) == [("big", True), ("wide", True)]
 
 
+class BadSizeSession(SizedSession):
+    size = ("wide", -5)  # type: ignore[assignment]
+
+
+async def test_connect_sizes_that_are_not_sizes_bound_nothing(server: ServerProcess) -> None:
+    async with Session.connect(server.ws_url) as publishing, BadSizeSession.connect(server.ws_url) as odd:
+        await publishing.publish("plain", codec="VP8", width=320, height=240, audio=False)
+        player = await odd.play("plain", audio=False, inspect=True)
+        await player.wait_frames(10, timeout=30)
+        assert (player.video.width, player.video.height) == (320, 240)
+        assert health(server)["transcoders"]["created"] == 0
+
+
 # -- unPublishStream / stopStream ----------------------------------------------------------------------
 
 
