@@ -325,6 +325,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data.max_payload_bytes", 65536, _positive_int,
             "largest data payload as JSON: sendData, stream data events, /rest-api/data/send"),
     Setting("server.reports_dir", None, _optional_path, "folder for bug reports (default: DATA_DIR/reports)"),
+    Setting("capture.seconds", 5.0, _positive_float,
+            "seconds of a session's RTP/RTCP captured for a no_media bug report (pcap beside the report)"),
+    Setting("capture.max_bytes", 8 * 1024 * 1024, _positive_int,
+            "largest capture file (a no_media bug report's, a sessionDebug's): packets beyond it are left out"),
     Setting("web.websdk_dir", None, _optional_path,
             "folder of the @flashphoner/websdk package served at /websdk/ (default: ./node_modules/...)"),
 )

@@ -76,8 +76,7 @@ class ClientConnection:
                 if msg.type is WSMsgType.TEXT:
                     await self._on_text(msg.data, limit)
                 elif msg.type is WSMsgType.BINARY:
-                    await self.send(protocol.fail(
-                        "Binary frames are not supported: every message is JSON text"))
+                    await self._fail("Binary frames are not supported: every message is JSON text")
                 elif msg.type is WSMsgType.ERROR:
                     self._close_reason = f"Connection error: {self.ws.exception()}"
                     break
@@ -100,12 +99,12 @@ class ClientConnection:
 
     async def _on_text(self, text: str, limit: int) -> None:
         if len(text) > limit:
-            await self.send(protocol.fail(f"Message too large: {len(text)} characters, the limit is {limit}"))
+            await self._fail(f"Message too large: {len(text)} characters, the limit is {limit}")
             return
         try:
             message = protocol.parse_frame(text)
         except ProtocolError as exc:
-            await self.send(protocol.fail(exc.info, exc.api_method, exc.id))
+            await self._fail(exc.info, exc.api_method, exc.id)
             return
         if message.name == "ping":
             await self.send(protocol.PONG)
@@ -115,8 +114,8 @@ class ClientConnection:
         try:
             self._pending.put_nowait(message)
         except asyncio.QueueFull:
-            await self.send(protocol.fail(f"Too many requests in flight ({MAX_PENDING_MESSAGES}); "
-                                          f"{message.name} dropped", message.name))
+            await self._fail(f"Too many requests in flight ({MAX_PENDING_MESSAGES}); {message.name} dropped",
+                             message.name)
 
     async def _worker(self) -> None:
         while True:
@@ -124,12 +123,24 @@ class ClientConnection:
             try:
                 await self._dispatch(message)
             except ProtocolError as exc:
-                await self.send(protocol.fail(exc.info, exc.api_method, exc.id))
+                await self._fail(exc.info, exc.api_method, exc.id)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("error handling %s", message.name)
-                await self.send(protocol.fail(f"Internal error while handling {message.name}", message.name))
+                await self._fail(f"Internal error while handling {message.name}", message.name)
+
+    async def _fail(self, info: str, api_method: str | None = None, id: str | None = None) -> None:
+        """Tell the client (`fail`, the WebSDK's WARN). An error that is not a stream's status (those go
+        to the backend as StreamStatusEvent FAILED) is also reported to the backend as ErrorEvent."""
+        await self.send(protocol.fail(info, api_method, id))
+        if self.session is not None and api_method != "StreamStatusEvent":
+            event: dict[str, Any] = {"info": info}
+            if api_method is not None:
+                event["apiMethod"] = api_method
+            if id is not None:
+                event["id"] = id
+            self.session.report("ErrorEvent", event)
 
     async def _dispatch(self, message: ClientMessage) -> None:
         assert message.data is not None
@@ -175,7 +186,7 @@ class ClientConnection:
         result = await self.services.hooks.call(app, "connect", body, asking)
         if not result.allowed:
             reason = result.reason or "Restricted access"
-            session.report("ConnectionStatusEvent", {"status": "FAILED", "info": reason})
+            session.report_connection_status("FAILED", reason)
             self.loop.create_task(session.events.close(timeout=10.0))
             await self._refuse(reason)
             return
@@ -191,15 +202,14 @@ class ClientConnection:
         session.client_data = data
         session.rest_config = rest_config
         if self._reader_done or self.ws.closed:  # the client left while the backend was deciding
-            session.report("ConnectionStatusEvent", {"status": "DISCONNECTED",
-                                                     "info": "Client left before the session was established"})
+            session.report_connection_status("DISCONNECTED", "Client left before the session was established")
             self.loop.create_task(session.events.close(timeout=10.0))
             return
         self.services.sessions.add(session)
         session.close_callbacks.append(self.services.on_session_closed)
         self._attach(session)
         await self._send_user_data(session)
-        session.report("ConnectionStatusEvent", {"status": "ESTABLISHED", "info": "Normal connection"})
+        session.report_connection_status("ESTABLISHED", "Normal connection")
         log.info("session %s established: app %s from %s", session.id, app.app_key, self.remote)
 
     async def _resume(self, token: str, app_key: str, obj: dict[str, Any]) -> bool:
