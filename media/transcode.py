@@ -120,6 +120,7 @@ class Target:
     width: int = 0  # 0 = as the source (only one given: the other keeps the aspect ratio)
     height: int = 0
     bitrate: int = 0  # bits/s; 0 = default_bitrate()
+    fit: bool = False  # width/height are the largest size: scaled down (aspect kept) only when bigger
 
     def __post_init__(self) -> None:
         codec = _CODEC_NAMES.get(str(self.codec).lower())
@@ -143,7 +144,12 @@ def _even(value: float) -> int:
 
 def output_size(target: Target, width: int, height: int) -> tuple[int, int]:
     """The encoded size for a source picture: exactly the target's when both are given, else scaled to
-    keep the aspect ratio, else the source's; always even (4:2:0 needs it)."""
+    keep the aspect ratio, else the source's; always even (4:2:0 needs it). A `fit` target's width and
+    height are bounds: the source's size, scaled down to fit within them, never up."""
+    if target.fit:
+        scale = min(1.0, *(bound / size for bound, size in ((target.width, width), (target.height, height))
+                           if bound and size))
+        return _even(width * scale), _even(height * scale)
     if target.width and target.height:
         return _even(target.width), _even(target.height)
     if target.width:
@@ -742,7 +748,7 @@ class Transcoders:
                 "kind": target.kind,
                 "source": transcoder.track.codec.name,
                 "target": {"codec": target.codec, "width": target.width, "height": target.height,
-                           "bitrate": target.bitrate},
+                           "bitrate": target.bitrate, "fit": target.fit},
                 "users": transcoder.users,
                 "frames_in": stats.frames_in,
                 "frames_out": stats.frames_out,

@@ -189,6 +189,19 @@ class Peer:
         return self._dtls is not None and self._dtls._state is State.CONNECTED
 
     @property
+    def addresses(self) -> tuple[tuple[str, int], tuple[str, int]] | None:
+        """(local, remote) address of the connected candidate pair, None before (what a capture of the
+        peer's packets is labelled with)."""
+        dtls = self._dtls
+        if dtls is None or dtls._state is not State.CONNECTED:
+            return None
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return None
+        local = pair.protocol.transport.get_extra_info("sockname")
+        return (str(local[0]), int(local[1])), (str(pair.remote_addr[0]), int(pair.remote_addr[1]))
+
+    @property
     def decoders(self) -> int:
         """aiortc decoder threads of this peer: the SFU path starts none (receivers stay disarmed)."""
         return decoder_threads(self.pc)

@@ -84,6 +84,8 @@ if [ $want_test = 1 ]; then
         gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
     # WHIP publishing with GStreamer's webrtcbin (tests/support/gst_whip.py): libnice, the GstWebRTC typelibs.
     apt_install gstreamer1.0-nice gir1.2-gst-plugins-bad-1.0
+    # An independent reader of the pcap captures of no_media bug reports.
+    apt_install tcpdump
     command -v npm >/dev/null || apt_install npm
     if websdk_missing; then
         say "installing the official WebSDK from npm"

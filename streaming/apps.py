@@ -41,6 +41,9 @@ REST_METHODS: tuple[str, ...] = (
     "RecordingStatusEvent",
     "call",
     "CallStatusEvent",
+    "ErrorEvent",
+    "sessionDebug",
+    "SessionDebugStatusEvent",
 )
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

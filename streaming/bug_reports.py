@@ -2,6 +2,10 @@
 the session's context (its connection details and its streams), after the backend's sendBugReport hook
 (a direct invocation) lets it; the backend then gets BugReportStatusEvent with the file name.
 
+A report of `type: "no_media"` also starts a short capture of the session's RTP and RTCP
+(streaming/capture.py), saved beside the report as a pcap file of the same name; the report's
+`capture` field names it (or says why there is none).
+
 The file name is made here (time, session, a counter), never taken from the client; a session may save
 MAX_PER_SESSION reports.
 """
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .capture import CaptureBusy, SessionCaptures
 from .hooks import CONTEXT_FIELDS, HookClient
 from .protocol import ProtocolError
 from .session import Session
@@ -35,12 +40,13 @@ class BugReports:
     carries its session's; `node_id` and `media_core`: what a report says of the server."""
 
     def __init__(self, hooks: HookClient, media_sessions: Callable[[], list[MediaSession]], node_id: str,
-                 media_core: str, folder: Path):
+                 media_core: str, folder: Path, captures: SessionCaptures | None = None):
         self.hooks = hooks
         self._media_sessions = media_sessions
         self.node_id = node_id
         self.media_core = media_core
         self.folder = folder
+        self.captures = captures
         self.saved = 0
         self._counter = itertools.count(1)
         self._per_session: dict[str, int] = {}
@@ -70,6 +76,8 @@ class BugReports:
             "streams": [ms.status_object() for ms in self._media_sessions() if ms.session is session],
             "server": {"nodeId": self.node_id, "mediaCore": self.media_core},
         }
+        if result.data.get("type") == "no_media" and self.captures is not None:
+            document["capture"] = self._start_capture(session, name.removesuffix(".json") + ".pcap")
         try:
             await asyncio.to_thread(self._write, self.folder / name, document)
         except OSError as exc:
@@ -79,6 +87,16 @@ class BugReports:
         self.saved += 1
         log.info("bug report of session %s saved as %s", session.id, name)
         session.report("BugReportStatusEvent", {"status": "SAVED", "filename": name})
+
+    def _start_capture(self, session: Session, pcap_name: str) -> dict[str, Any]:
+        assert self.captures is not None
+        seconds = self.captures.seconds
+        try:
+            self.captures.start(session, self.folder / pcap_name, seconds)
+        except CaptureBusy as exc:
+            log.warning("no capture for the bug report of session %s: %s", session.id, exc)
+            return {"file": None, "info": str(exc)}
+        return {"file": pcap_name, "seconds": seconds, "maxBytes": self.captures.max_bytes}
 
     @staticmethod
     def _write(path: Path, document: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import config as config_module
+from . import logs
 from .apps import REST_METHODS, AppRegistry, RegistryError
 from .config import Config, ConfigError
 
@@ -121,8 +122,7 @@ def _app_command(config: Config, args: argparse.Namespace) -> int:
 
 
 def _serve(config: Config) -> int:
-    logging.basicConfig(level=config["server.log_level"],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logs.configure(config["server.log_level"], config["server.log_format"])  # text or JSON lines (streaming/logs.py)
     from media.native import NativeCoreMissing
 
     from .server import Server

@@ -154,6 +154,30 @@ def _users(value: Any) -> dict[str, str]:
     return users
 
 
+def _allowed_hosts(value: Any) -> list[str]:
+    from .rtsp_pull.allow import HostPolicy  # the rule lives with the pulls; checked here at load time
+
+    if isinstance(value, str):
+        items = [part.strip() for part in value.replace(",", " ").split() if part.strip()]
+    elif isinstance(value, list | tuple):
+        items = [str(part).strip() for part in value]
+    else:
+        raise ValueError("must be host names, addresses or networks")
+    HostPolicy.parse(items)
+    return items
+
+
+def _token(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if any(c.isspace() for c in text) or len(text) < 16:
+        raise ValueError("must be at least 16 characters without spaces (e.g. `openssl rand -hex 32`)")
+    return text
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -206,6 +230,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.data_dir", "data", _path, "folder for all state: database, records, segments, reports"),
     Setting("server.bind", "0.0.0.0", _bind_address, "address every listener binds to"),
     Setting("server.log_level", "info", _log_level, "debug, info, warning or error"),
+    Setting("server.log_format", "text", lambda v: _choice(v, ("TEXT", "JSON")).lower(),
+            "text, or json: one JSON object a line (time, level, logger, message, session and stream ids)"),
     Setting("server.python_core", False, _bool, "run the slow Python twin of the media core on purpose",
             is_flag=True),
     Setting("ws.port", 8080, _port, "WebSocket port of the client protocol (0: any free port)"),
@@ -220,6 +246,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ws.keepalive_grace", 30.0, _positive_float,
             "seconds a keepAlive session waits for its client to reconnect"),
     Setting("rest.port", 8081, _port, "REST API, embedded backend and demo pages (0: any free port)"),
+    Setting("rest.token", None, _token,
+            "bearer token the REST API (/rest-api/..., /metrics) asks for; required, or rest.users, when "
+            "not bound to loopback"),
+    Setting("rest.users", {}, _users, "REST API Basic users as user:password, separated by commas (or a TOML list)"),
+    Setting("rest.metrics_auth", True, _bool,
+            "/metrics asks for the REST API's credentials too; false: open to whoever reaches the port"),
     Setting("hls.port", 8082, _port, "HLS port: http://host:PORT/{name}/{name}.m3u8 (0: any free port)"),
     Setting("hls.mode", "hls", lambda v: _choice(v, ("HLS", "LLHLS")).lower(),
             "hls: MPEG-TS segments; llhls: low-latency HLS with fMP4 parts and blocking playlist reload"),
@@ -260,6 +292,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rtsp.pull_retry_max", 30.0, _positive_float,
             "longest wait between reconnects to a dropped camera (the wait doubles from 1 s)"),
     Setting("rtsp.pull_max", 100, _positive_int, "cameras pulled at once"),
+    Setting("rtsp.pull_allowed_hosts", [], _allowed_hosts,
+            "hosts that may be pulled: names (*.example.com for subdomains), addresses, networks (CIDR); "
+            "separated by commas or a TOML list (default: any host)"),
     Setting("transcoding.enabled", True, _bool,
             "transcode for viewers that need another codec or size; off: they fail with "
             "'Transcoding required, but disabled'"),
@@ -292,6 +327,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data.max_payload_bytes", 65536, _positive_int,
             "largest data payload as JSON: sendData, stream data events, /rest-api/data/send"),
     Setting("server.reports_dir", None, _optional_path, "folder for bug reports (default: DATA_DIR/reports)"),
+    Setting("capture.seconds", 5.0, _positive_float,
+            "seconds of a session's RTP/RTCP captured for a no_media bug report (pcap beside the report)"),
+    Setting("capture.max_bytes", 8 * 1024 * 1024, _positive_int,
+            "largest capture file (a no_media bug report's, a sessionDebug's): packets beyond it are left out"),
     Setting("web.websdk_dir", None, _optional_path,
             "folder of the @flashphoner/websdk package served at /websdk/ (default: ./node_modules/...)"),
 )

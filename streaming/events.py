@@ -1,9 +1,12 @@
 """Stream events and data: sendStreamEvent, sendData, and their REST counterparts.
 
-- A publisher's stream events (audioMuted, audioUnmuted, videoMuted, videoUnmuted, data) reach every
-  viewer of the stream as `notifyStreamEvent` (the WebSDK's STREAM_EVENT), addressed to the viewer's own
-  mediaSessionId, and the backend as the StreamEvent event. Mute events set audioState/videoState,
-  which later statuses and new viewers carry. Only a stream's publisher sends its events.
+- A publisher's stream events (audioMuted, audioUnmuted, videoMuted, videoUnmuted, data) are first put
+  to the backend (the sendStreamEvent hook, a direct invocation: it may refuse them, or overwrite their
+  type, payload and info), then reach every viewer of the stream as `notifyStreamEvent` (the WebSDK's
+  STREAM_EVENT), addressed to the viewer's own mediaSessionId, and the backend as StreamEvent events
+  (the publisher's, and one per subscriber with its mediaSessionId). Mute events set
+  audioState/videoState, which later statuses and new viewers carry. Only a stream's publisher sends
+  its events; events sent over REST are not put to the backend.
 - `sendData` asks the backend (the sendData hook, a direct invocation); the client gets DataStatusEvent
   ACCEPTED or FAILED with its operationId, which resolves or rejects its promise.
 - `/rest-api/data/send` gives data to a client: the backend's OnDataEvent hook (an incoming invocation)
@@ -37,6 +40,7 @@ EVENT_TYPES: dict[str, tuple[str, bool] | None] = {
 }
 NOT_THE_PUBLISHER = "Only the publisher of a stream can send its events"
 MAX_OPERATION_ID = 128
+MAX_INFO = 1024  # characters of a stream event's `info`
 
 
 class EventError(ValueError):
@@ -92,9 +96,31 @@ class StreamEvents:
         try:
             event_type = self._event_type(obj.get("type"))
             self._check_payload(obj.get("payload"))
+            info = self._info(obj.get("info"))
         except EventError as exc:
             raise ProtocolError(exc.info, "sendStreamEvent", msid) from None
-        self.dispatch(ms, event_type, obj.get("payload"))
+        # A direct invocation: the backend may refuse the event (then nobody gets it) or, under
+        # restPolicy OVERWRITE, change its fields (restOverwrite: payload, info, type).
+        body: dict[str, Any] = {"mediaSessionId": msid, "name": ms.name, "type": event_type,
+                                "payload": obj.get("payload"), **session.context}
+        if info is not None:
+            body["info"] = info
+        result = await self.hooks.call(session.app, "sendStreamEvent", body,
+                                       session.rest_config.for_method("sendStreamEvent"))
+        if not result.allowed:
+            raise ProtocolError(f"Stream event refused: {result.reason or 'Restricted access'}",
+                                "sendStreamEvent", msid)
+        if ms.ended:
+            raise ProtocolError(NOT_FOUND, "sendStreamEvent", msid)
+        decided = result.data
+        try:
+            event_type = self._event_type(decided.get("type"))
+            self._check_payload(decided.get("payload"))
+            info = self._info(decided.get("info"))
+        except EventError as exc:
+            raise ProtocolError(f"Stream event not sent: the backend's answer is not usable: {exc.info}",
+                                "sendStreamEvent", msid) from None
+        self.dispatch(ms, event_type, decided.get("payload"), info)
 
     def send_from_rest(self, body: dict[str, Any]) -> MediaSession:
         """/rest-api/stream/event/send: the event of a stream named by `name` or by its publisher's
@@ -114,8 +140,10 @@ class StreamEvents:
         self.dispatch(ms, event_type, body.get("payload"))
         return ms
 
-    def dispatch(self, publisher: MediaSession, event_type: str, payload: Any) -> None:
-        """Set the state the event changes, tell every viewer, and report it to the backend."""
+    def dispatch(self, publisher: MediaSession, event_type: str, payload: Any, info: str | None = None) -> None:
+        """Set the state the event changes, tell every viewer, and report it to the backend: StreamEvent
+        for the publisher's stream, and one per subscriber with the subscriber's mediaSessionId (to the
+        backend of the subscriber's session)."""
         change = EVENT_TYPES[event_type]
         viewers = list(publisher.viewers)
         if change is not None:
@@ -126,20 +154,27 @@ class StreamEvents:
             # In a task of its own: a viewer whose socket is full makes this task wait (aiohttp
             # drains at 64 KiB), never the publisher's session. Each send writes its frame before it
             # can wait, so a viewer gets its events in order.
-            task = asyncio.get_running_loop().create_task(self._fan_out(publisher, viewers, event_type, payload))
+            task = asyncio.get_running_loop().create_task(
+                self._fan_out(publisher, viewers, event_type, payload, info))
             self._fanouts.add(task)
             task.add_done_callback(self._fanouts.discard)
-        event = {"mediaSessionId": publisher.id, "name": publisher.name, "type": event_type}
+        event: dict[str, Any] = {"mediaSessionId": publisher.id, "name": publisher.name, "type": event_type}
         if payload is not None:
             event["payload"] = payload
+        if info is not None:
+            event["info"] = info
         publisher.session.report("StreamEvent", event)
+        for viewer in viewers:
+            viewer.session.report("StreamEvent", {**event, "mediaSessionId": viewer.id, "published": False})
 
     async def _fan_out(self, publisher: MediaSession, viewers: list[MediaSession], event_type: str,
-                       payload: Any) -> None:
+                       payload: Any, info: str | None = None) -> None:
         sends = []
         for viewer in viewers:
             obj: dict[str, Any] = {"mediaSessionId": viewer.id, "name": publisher.name, "type": event_type,
                                    "payload": {} if payload is None else payload}
+            if info is not None:
+                obj["info"] = info
             sends.append(viewer.session.send(protocol.frame("notifyStreamEvent", obj)))
         self.sent += len(sends)
         await asyncio.gather(*sends)
@@ -148,6 +183,14 @@ class StreamEvents:
         if not isinstance(value, str) or value not in EVENT_TYPES:
             shown = repr(value)[:64]
             raise EventError(f"Unknown stream event type {shown}: expected one of {', '.join(EVENT_TYPES)}")
+        return value
+
+    @staticmethod
+    def _info(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or len(value) > MAX_INFO:
+            raise EventError(f"Field 'info' must be a string of at most {MAX_INFO} characters")
         return value
 
     def _check_payload(self, payload: Any) -> None:

@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +74,8 @@ class HookClient:
         self.timeout = timeout
         self.max_connections = max_connections
         self.stats = HookStats()
+        # Told of every hook sent: (method, seconds to the answer or failure, "ok" | "refused" | "error").
+        self.on_call: list[Callable[[str, float, str], None]] = []
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -88,6 +90,15 @@ class HookClient:
 
     async def call(self, app: App, method: str, body: Mapping[str, Any], config: MethodConfig) -> HookResult:
         """Ask the backend. For an event the result only tells how the delivery went."""
+        started = time.perf_counter()
+        result = await self._call(app, method, body, config)
+        if result.called and self.on_call:
+            outcome = "refused" if result.status not in (None, 200) else "error" if result.reason else "ok"
+            for listener in self.on_call:
+                listener(method, time.perf_counter() - started, outcome)
+        return result
+
+    async def _call(self, app: App, method: str, body: Mapping[str, Any], config: MethodConfig) -> HookResult:
         original = dict(body)
         if not app.calls(method) or config.policy == "DISABLE":
             return HookResult(allowed=True, data=original, called=False)

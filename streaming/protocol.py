@@ -16,7 +16,7 @@ CLIENT_MESSAGES = frozenset({
     "connection", "ping", "pong",
     "publishStream", "playStream", "unPublishStream", "stopStream",
     "sendStreamEvent", "sendData", "snapshot", "availableStream",
-    "submitBugReport", "sessionDebug",
+    "submitBugReport", "sessionDebug", "pushLogs",
     "call", "answer", "hangup", "hold", "unhold", "sendDtmf", "transfer",
 })
 # Messages whose data is [null].

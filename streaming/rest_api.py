@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import dashboard, whip
+from . import dashboard, rest_auth, whip
 from .apps import ECHO_BACKEND_PATH
-from .rtsp_pull import STREAM_NOT_FOUND, TERMINATED, WRONG_FORMAT, PullFailed
+from .rtsp_pull import NOT_ALLOWED, STREAM_NOT_FOUND, TERMINATED, WRONG_FORMAT, PullFailed
 from .streams import validate_name
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 def build_app(server: Server) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
+    rest_auth.protect(app, server.config)  # /rest-api/... and /metrics: token or Basic (streaming/rest_auth.py)
     routes = web.RouteTableDef()
 
     # -- embedded echo backend (defaultApp): approves everything by answering with what it got ----
@@ -127,7 +128,7 @@ def build_app(server: Server) -> web.Application:
             pull = await server.pulls.acquire(uri, keep=True, local_name=local_name,
                                               tcp=None if transport is None else transport == "tcp")
         except PullFailed as exc:
-            status = 400 if exc.info == WRONG_FORMAT else 404 if exc.info == STREAM_NOT_FOUND else 502
+            status = {WRONG_FORMAT: 400, NOT_ALLOWED: 403, STREAM_NOT_FOUND: 404}.get(exc.info, 502)
             return web.json_response({"status": status, "info": exc.info, "reason": exc.detail}, status=status)
         return web.json_response(pull.describe())
 
@@ -189,6 +190,10 @@ def build_app(server: Server) -> web.Application:
         return web.json_response(answer, status=status)
 
     # -- server status ------------------------------------------------------------------------
+
+    @routes.get("/metrics")  # Prometheus (streaming/metrics.py); credentials as rest.metrics_auth says
+    async def metrics(request: web.Request) -> web.Response:
+        return await server.metrics.handle(request)
 
     @routes.get("/health")
     async def health(request: web.Request) -> web.Response:

@@ -56,6 +56,9 @@ METHOD_KINDS: dict[str, HookKind] = {
     "BugReportStatusEvent": HookKind.EVENT,
     "RecordingStatusEvent": HookKind.EVENT,
     "CallStatusEvent": HookKind.EVENT,
+    "ErrorEvent": HookKind.EVENT,
+    "sessionDebug": HookKind.DIRECT,
+    "SessionDebugStatusEvent": HookKind.EVENT,
 }
 
 ON_ERROR_VALUES = ("LOG", "FAIL")

@@ -24,7 +24,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,6 @@ from media.sfu import MediaCore
 from media.stream import PublishedTrack, Stream, TrackSink
 
 from .config import Config
-from .hls_server import AuthorizeViewer
 from .streams import validate_name
 
 log = logging.getLogger(__name__)
@@ -116,6 +115,11 @@ def _buffered(transport: asyncio.BaseTransport) -> int:
     # Selector datagram transports have it (they queue on EAGAIN); the base class does not declare it.
     size = getattr(transport, "get_write_buffer_size", None)
     return int(size()) if size is not None else 0
+
+
+# The server's viewer authorization (Server.authorize_viewer): app key, method, provider, peer, name,
+# token, and fields added to the hook's body.
+AuthorizeViewer = Callable[[str, str, str, str, str, str, dict[str, Any]], Awaitable[bool]]
 
 
 class RtspService:
@@ -240,8 +244,11 @@ class RtspService:
 
     # -- authorization -----------------------------------------------------------------------------
 
-    async def authorized(self, peer: str, name: str, token: str) -> bool:
-        return await self._authorize_viewer(self.app_key, "playRTSP", "RTSP", peer, name, token)
+    async def authorized(self, peer: str, name: str, token: str, url: str = "", user_agent: str = "") -> bool:
+        """The playRTSP hook; its body also carries the request's `rtspUrl` and the player's
+        `User-Agent` (and `userAgent`, as later WCS builds name it)."""
+        extra = {"rtspUrl": url, "User-Agent": user_agent, "userAgent": user_agent}
+        return await self._authorize_viewer(self.app_key, "playRTSP", "RTSP", peer, name, token, extra)
 
     # -- introspection -----------------------------------------------------------------------------
 
@@ -427,8 +434,9 @@ class RtspConnection(asyncio.Protocol):
             return response(451, cseq, headers)
         return response(200, cseq, headers)
 
-    async def _stream_for(self, uri: str) -> tuple[Stream, Target]:
-        """The published stream a URI names, once the backend allowed this client to play it."""
+    async def _stream_for(self, request: Request) -> tuple[Stream, Target]:
+        """The published stream a request's URI names, once the backend allowed this client to play it."""
+        uri = request.uri
         target = parse_target(uri)
         if target is None or validate_name(target.name) is not None:
             raise RtspError(404, "no such stream")
@@ -439,7 +447,8 @@ class RtspConnection(asyncio.Protocol):
         # this connection (DESCRIBE with the token) stays allowed on it.
         if target.name not in self._authorized:
             token = target.query.get("token", "")[:1024]
-            if not await self.service.authorized(self.peer, target.name, token):
+            user_agent = (request.header("User-Agent") or "")[:512]
+            if not await self.service.authorized(self.peer, target.name, token, uri[:2048], user_agent):
                 self.service.stats.refused += 1
                 raise RtspError(403, "refused by the backend")
             self._authorized.add(target.name)
@@ -449,7 +458,7 @@ class RtspConnection(asyncio.Protocol):
         return stream, target
 
     async def _describe(self, request: Request, cseq: str) -> bytes:
-        stream, target = await self._stream_for(request.uri)
+        stream, target = await self._stream_for(request)
         if target.track is not None:
             raise RtspError(404, "DESCRIBE names a stream, not a track")
         media = self.service.media
@@ -472,7 +481,7 @@ class RtspConnection(asyncio.Protocol):
         return response(200, cseq, [("Content-Base", base), ("Content-Type", "application/sdp")], sdp)
 
     async def _setup(self, request: Request, cseq: str, now: float) -> bytes:
-        stream, target = await self._stream_for(request.uri)
+        stream, target = await self._stream_for(request)
         track_index = target.track
         served = [t for t in stream.tracks if t.codec.name in SERVED_CODECS]
         if track_index is None or track_index >= len(served):

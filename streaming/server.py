@@ -21,12 +21,15 @@ from media.transcode import Transcoders
 
 from . import rest_api
 from .apps import ECHO_BACKEND_PATH, AppRegistry
+from .availability import StreamAvailability
 from .bug_reports import BugReports
+from .capture import SessionCaptures
 from .config import Config
 from .events import StreamEvents
 from .hls_server import HlsService
 from .hooks import HookClient
 from .keepalive import StreamKeepAlive
+from .metrics import Metrics
 from .recording import RecordingService
 from .rest_config import default_method_config
 from .rtsp_pull import PullService, PullSettings
@@ -80,16 +83,21 @@ class Server:
         self.events = StreamEvents(self.streams, self.hooks, self.sessions.get, config.node_id,
                                    max_payload=config["data.max_payload_bytes"])
         self.keepalive = StreamKeepAlive(self.streams, self.hooks, interval=config["hooks.keepalive_interval"])
+        reports_dir = config["server.reports_dir"] or config.data_dir / "reports"
+        self.captures = SessionCaptures(self.streams.media_sessions, self.hooks, reports_dir,
+                                        seconds=config["capture.seconds"], max_bytes=config["capture.max_bytes"])
         self.bug_reports = BugReports(self.hooks, self.streams.media_sessions, config.node_id, self.media_core,
-                                      config["server.reports_dir"] or config.data_dir / "reports")
+                                      reports_dir, self.captures)
         self.snapshots = SnapshotService(self.depacketize, self.streams.published, self.hooks, self.media.now)
-        for service in (self.events, self.bug_reports, self.snapshots):
+        self.availability = StreamAvailability(self.streams.published)
+        for service in (self.events, self.bug_reports, self.snapshots, self.captures, self.availability):
             self.handlers.update(service.handlers())
         self.connection_services = ConnectionServices(
             node_id=config.node_id, apps=self.apps, hooks=self.hooks, sessions=self.sessions, handlers=self.handlers,
             on_session_closed=self.on_session_closed, ping_interval=config["ws.ping_interval"],
             ping_probes=config["ws.ping_probes"], max_message_bytes=config["ws.max_message_bytes"],
             connect_on_error=config["hooks.connect_on_error"])
+        self.metrics = Metrics(self)  # /metrics (streaming/metrics.py); reads the services above
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
@@ -101,6 +109,7 @@ class Server:
         await self.hooks.start()
         self.streams.start()
         self.keepalive.start()
+        self.metrics.start()
         bind = self.config["server.bind"]
         ws_app = web.Application()
         ws_app.router.add_get("/{tail:.*}", self._websocket)
@@ -116,7 +125,7 @@ class Server:
         self._ensure_default_app(self.urls["rest"])
         self.hls.start()
         self.recording.start()
-        hls_port = await self._listen(self.hls.build_app(), bind, self.config["hls.port"])
+        hls_port = await self._listen(self.metrics.watch_hls(self.hls.build_app()), bind, self.config["hls.port"])
         self.urls["hls"] = f"http://{_host_for_url(bind)}:{hls_port}"
         try:
             rtsp_port = await self.rtsp.start(bind, self.config["rtsp.port"])
@@ -142,9 +151,11 @@ class Server:
         return int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        await self.metrics.stop()
         await self.streams.shutdown()
         await self.keepalive.shutdown()
         await self.snapshots.shutdown()
+        await self.captures.shutdown()
         await self.pulls.shutdown()
         await self.hls.shutdown()
         await self.rtsp.shutdown()
@@ -219,9 +230,10 @@ class Server:
     # -- outputs of published streams --------------------------------------------------------------
 
     async def authorize_viewer(self, app_key: str, method: str, provider: str, peer: str, name: str,
-                               token: str) -> bool:
+                               token: str, extra: dict[str, Any] | None = None) -> bool:
         """Ask the backend whether a viewer without a WebSocket session (HLS, RTSP) may play `name`:
-        the playHLS / playRTSP hook, with a body shaped like a WCS stream's and the request's token."""
+        the playHLS / playRTSP hook, with a body shaped like a WCS stream's, the request's token and
+        `extra` (playRTSP: rtspUrl, User-Agent)."""
         app = self.apps.get(app_key)
         if app is None:
             log.warning("%s request for %r refused: application %r does not exist", provider, name, app_key)
@@ -234,6 +246,8 @@ class Server:
             "bitrate": 0, "minBitrate": 0, "maxBitrate": 0, "quality": 0, "mediaProvider": provider,
             "token": token,
         }
+        for key, value in (extra or {}).items():
+            body.setdefault(key, value)
         result = await self.hooks.call(app, method, body, default_method_config(method))
         if not result.allowed:
             log.info("%s of %r refused by the backend: %s", provider, name, result.reason)

@@ -19,6 +19,10 @@ from .rest_config import RestClientConfig
 
 log = logging.getLogger(__name__)
 
+# The SIP fields of `connection` (the WebSDK's sipOptions) that ConnectionStatusEvent carries.
+SIP_FIELDS = ("sipLogin", "sipAuthenticationName", "sipPassword", "sipVisibleName", "sipDomain",
+              "sipOutboundProxy", "sipProxy", "sipPort", "sipRegisterRequired", "sipContactParams")
+
 
 class SessionState(Enum):
     ESTABLISHED = "ESTABLISHED"  # a WebSocket is attached
@@ -75,6 +79,18 @@ class Session:
         """Queue an event hook (ConnectionStatusEvent, StreamStatusEvent ...) with the context fields."""
         config = self.rest_config.for_method(method)
         self.events.push(method, {**body, **self.context}, config)
+
+    def report_connection_status(self, status: str, info: str) -> None:
+        """ConnectionStatusEvent with what the backend knows a connection by (WCS's fields): its
+        `custom`, `mediaProviders`, `authToken` and the SIP fields it connected with. A connection that
+        failed is reported with its status and info only, as WCS does."""
+        body: dict[str, Any] = {"status": status, "info": info}
+        if status != "FAILED":
+            body["authToken"] = self.auth_token
+            for key in ("mediaProviders", "custom", *SIP_FIELDS):
+                if key in self.client_data:
+                    body[key] = self.client_data[key]
+        self.report("ConnectionStatusEvent", body)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -146,6 +162,6 @@ class SessionRegistry:
                 await callback(session, reason)
             except Exception:
                 log.exception("session %s: close callback failed", session.id)
-        session.report("ConnectionStatusEvent", {"status": "DISCONNECTED", "info": reason})
+        session.report_connection_status("DISCONNECTED", reason)
         log.info("session %s closed: %s", session.id, reason)
         await session.events.close(timeout=10.0)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from media import native
+from media.picture_size import track_picture_size
 from media.sfu import MediaCore, WebRtcPublisher, WebRtcViewer
 from media.stream import PublishedTrack, Stream, StreamNameInUse, StreamRegistry
 from media.transcode import Target, Transcoder, Transcoders, TranscodingDisabled
@@ -97,6 +99,17 @@ class MediaSession:
         return obj
 
 
+# What a backend never overwrites in a publish or play: the stream's identity and the client's SDP.
+_NOT_OVERWRITTEN = ("mediaSessionId", "sdp", "published")
+
+
+def overwritten(request: dict[str, Any], decided: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a hook's outcome (`decided`: the body after restOverwrite) that differ from the
+    client's request, leaving out what a backend may not change and the context fields."""
+    return {k: v for k, v in decided.items()
+            if k not in _NOT_OVERWRITTEN and k not in ("nodeId", "sessionId", "appKey") and request.get(k) != v}
+
+
 def _play_size(value: Any) -> int:
     """A viewer's width or height: 0 (as published) or 1..MAX_PLAY_SIZE, given as a number or text."""
     if value in (None, "", 0, "0"):
@@ -105,6 +118,32 @@ def _play_size(value: Any) -> int:
             or not 0 <= int(value) <= MAX_PLAY_SIZE:
         raise ValueError(f"width and height must be whole numbers 0..{MAX_PLAY_SIZE}")
     return int(value)
+
+
+def client_max_size(client_data: dict[str, Any]) -> tuple[int, int]:
+    """The largest picture a session's client takes: `width` / `height` of its `connect` (as sent, or as
+    the backend overwrote them); 0 is no bound. Values that are not sizes count as none."""
+    try:
+        return _play_size(client_data.get("width")), _play_size(client_data.get("height"))
+    except ValueError:
+        return 0, 0
+
+
+def within(width: int, height: int, limit: tuple[int, int]) -> bool:
+    """Whether a picture of width x height fits the bounds (0 in `limit`: unbounded). A size not known
+    (0) does not fit a bound: the transcoder then learns it from the frames and scales if needed."""
+    bound_w, bound_h = limit
+    return (not bound_w or 0 < width <= bound_w) and (not bound_h or 0 < height <= bound_h)
+
+
+async def picture_size(stream: Stream) -> tuple[int, int]:
+    """The stream's video size from its cached keyframe, (0, 0) when not known (decoding an H.264
+    keyframe is codec work: it runs in a thread)."""
+    track = stream.track("video")
+    if track is None:
+        return 0, 0
+    depacketize = stream.depacketize or native.depacketize_module()
+    return await asyncio.to_thread(track_picture_size, track, depacketize)
 
 
 def validate_name(name: str) -> str | None:
@@ -185,8 +224,10 @@ class StreamService:
         ms = self._begin(session, obj, "publishStream", published=True)
         if ms is None:
             return
-        if not await self._authorize(ms, "publishStream", obj):
+        decided = await self._authorize(ms, "publishStream", obj)
+        if decided is None:
             return
+        obj = decided
         try:
             stream = self.registry.claim(ms.name)
         except StreamNameInUse:
@@ -213,8 +254,10 @@ class StreamService:
         ms = self._begin(session, obj, "playStream", published=False)
         if ms is None:
             return
-        if not await self._authorize(ms, "playStream", obj):
+        decided = await self._authorize(ms, "playStream", obj)
+        if decided is None:
             return
+        obj = decided
         if is_rtsp_url(ms.name):
             stream = await self._pulled(ms)
         else:
@@ -230,8 +273,12 @@ class StreamService:
         if stream is None or ms.ended:
             return
         ms.stream = stream
+        limit = client_max_size(session.client_data)
+        source_size = await picture_size(stream) if limit != (0, 0) else (0, 0)
+        if ms.ended:
+            return
         try:
-            derived = self._derived_tracks(ms, stream, obj)
+            derived = self._derived_tracks(ms, stream, obj, limit, source_size)
         except SdpError as exc:
             await self._fail(ms, f"Bad SDP: {exc}")
             return
@@ -275,13 +322,24 @@ class StreamService:
 
     async def unpublish(self, session: Session, obj: dict[str, Any]) -> None:
         ms = self._own(session, obj, "unPublishStream")
-        session.report("unPublishStream", {**ms.status_object()})
+        await self._tell_backend_of_stop(ms, "unPublishStream")
         await self._end(ms, "UNPUBLISHED", None)
 
     async def stop(self, session: Session, obj: dict[str, Any]) -> None:
         ms = self._own(session, obj, "stopStream")
-        session.report("stopStream", {**ms.status_object()})
+        await self._tell_backend_of_stop(ms, "stopStream")
         await self._end(ms, "UNPUBLISHED" if ms.published else "STOPPED", None)
+
+    async def _tell_backend_of_stop(self, ms: MediaSession, method: str) -> None:
+        """unPublishStream / stopStream: direct invocations the backend may refuse, but a client that
+        stops its stream is never held to it (as in WCS): a refusal is logged and the stream stops."""
+        session = ms.session
+        body = {**ms.status_object(), **session.context}
+        result = await self.hooks.call(session.app, method, body, session.rest_config.for_method(method))
+        if not result.allowed:
+            shown = masked(ms.name) if is_rtsp_url(ms.name) else ms.name
+            log.warning("backend refused %s of %r (%s): the stream stops anyway", method, shown,
+                        result.reason or RESTRICTED)
 
     async def session_closed(self, session: Session, reason: str) -> None:
         for ms in [m for m in self._media.values() if m.session is session]:
@@ -311,11 +369,21 @@ class StreamService:
             return None
         return ms
 
-    def _derived_tracks(self, ms: MediaSession, stream: Stream, obj: dict[str, Any]) -> dict[str, PublishedTrack]:
+    def _derived_tracks(self, ms: MediaSession, stream: Stream, obj: dict[str, Any],
+                        limit: tuple[int, int] = (0, 0),
+                        source_size: tuple[int, int] = (0, 0)) -> dict[str, PublishedTrack]:
         """The transcoded tracks this viewer needs: video in a codec its offer accepts when it does not
-        accept the publisher's, or at the width/height it asked for. Shared with every other viewer
-        that needs the same (MediaSession.transcoders holds them, released when the viewer ends)."""
+        accept the publisher's, or at the width/height it asked for, or scaled down to the largest size
+        its session's `connect` allows (`limit`) when the picture (`source_size`, (0, 0): not known yet)
+        is bigger. Shared with every other viewer that needs the same (MediaSession.transcoders holds
+        them, released when the viewer ends)."""
         width, height = _play_size(obj.get("width")), _play_size(obj.get("height"))
+        fit = False
+        if limit != (0, 0):
+            asked = width or height
+            too_big = (limit[0] and width > limit[0]) or (limit[1] and height > limit[1])
+            if (asked and too_big) or (not asked and not within(*source_size, limit)):
+                width, height, fit = limit[0], limit[1], True  # the most the client takes, aspect kept
         offered = offered_codecs(obj["sdp"])
         derived: dict[str, PublishedTrack] = {}
         for track in stream.tracks:
@@ -326,7 +394,8 @@ class StreamService:
             if same_codec and not (width or height):
                 continue
             codec = track.codec.name if same_codec else choices[0].mimeType.split("/", 1)[1]
-            transcoder = self.transcoders.acquire(stream, Target("video", codec, width, height), self.core.now())
+            target = Target("video", codec, width, height, fit=fit)
+            transcoder = self.transcoders.acquire(stream, target, self.core.now())
             ms.transcoders.append(transcoder)
             derived["video"] = transcoder.rtp_track()
         return derived
@@ -338,15 +407,39 @@ class StreamService:
             raise ProtocolError(NOT_FOUND, "StreamStatusEvent", msid)
         return ms
 
-    async def _authorize(self, ms: MediaSession, method: str, obj: dict[str, Any]) -> bool:
+    async def _authorize(self, ms: MediaSession, method: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The backend's word on a publish or play: None when refused (the stream has failed), else the
+        request to go on with, with the fields the backend overwrote (restPolicy OVERWRITE) applied."""
         session = ms.session
         body = {k: v for k, v in obj.items() if k != "sdp"}
         body.update(session.context)
         result = await self.hooks.call(session.app, method, body, session.rest_config.for_method(method))
         if not result.allowed:
             await self._fail(ms, result.reason or RESTRICTED)
-            return False
-        return not ms.ended
+            return None
+        if ms.ended:
+            return None
+        decided = {**obj, **overwritten(obj, result.data)}
+        problem = self._apply_overwrite(ms, decided)
+        if problem is not None:
+            await self._fail(ms, problem)
+            return None
+        return decided
+
+    def _apply_overwrite(self, ms: MediaSession, decided: dict[str, Any]) -> str | None:
+        """Take a backend's name and custom for the stream; None when fine, else why the stream fails."""
+        name = decided.get("name")
+        if not isinstance(name, str):
+            return "The backend gave a stream name that is not a string"
+        if name != ms.name:
+            problem = None if not ms.published and is_rtsp_url(name) else validate_name(name)
+            if problem is not None:
+                return f"The backend gave a bad stream name: {problem}"
+            log.info("stream %r renamed %r by the backend", ms.name if not is_rtsp_url(ms.name) else masked(ms.name),
+                     name if not is_rtsp_url(name) else masked(name))
+            ms.name = name
+        ms.custom = decided.get("custom")
+        return None
 
     def _arm_connect_timeout(self, ms: MediaSession) -> None:
         loop = asyncio.get_running_loop()

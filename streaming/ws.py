@@ -12,11 +12,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from . import protocol
+from . import logs, protocol
 from .apps import DEFAULT_APP_KEY, AppRegistry
 from .hooks import CONTEXT_FIELDS, HookClient
 from .protocol import ClientMessage, ProtocolError
 from .rest_config import MethodConfig, RestClientConfig
+from .rtsp_pull.urls import is_rtsp_url, masked
 from .session import Session, SessionRegistry, SessionState
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,7 @@ class ClientConnection:
                 if msg.type is WSMsgType.TEXT:
                     await self._on_text(msg.data, limit)
                 elif msg.type is WSMsgType.BINARY:
-                    await self.send(protocol.fail(
-                        "Binary frames are not supported: every message is JSON text"))
+                    await self._fail("Binary frames are not supported: every message is JSON text")
                 elif msg.type is WSMsgType.ERROR:
                     self._close_reason = f"Connection error: {self.ws.exception()}"
                     break
@@ -93,17 +93,18 @@ class ClientConnection:
                 self._close_reason = f"Connection closed with code {self.ws.close_code}"
             session = self.session
             if session is not None and session.connection is self:
+                logs.bind(session_id=session.id)
                 session.connection = None
                 self.services.sessions.detach(session, self._close_reason)
 
     async def _on_text(self, text: str, limit: int) -> None:
         if len(text) > limit:
-            await self.send(protocol.fail(f"Message too large: {len(text)} characters, the limit is {limit}"))
+            await self._fail(f"Message too large: {len(text)} characters, the limit is {limit}")
             return
         try:
             message = protocol.parse_frame(text)
         except ProtocolError as exc:
-            await self.send(protocol.fail(exc.info, exc.api_method, exc.id))
+            await self._fail(exc.info, exc.api_method, exc.id)
             return
         if message.name == "ping":
             await self.send(protocol.PONG)
@@ -113,8 +114,8 @@ class ClientConnection:
         try:
             self._pending.put_nowait(message)
         except asyncio.QueueFull:
-            await self.send(protocol.fail(f"Too many requests in flight ({MAX_PENDING_MESSAGES}); "
-                                          f"{message.name} dropped", message.name))
+            await self._fail(f"Too many requests in flight ({MAX_PENDING_MESSAGES}); {message.name} dropped",
+                             message.name)
 
     async def _worker(self) -> None:
         while True:
@@ -122,12 +123,24 @@ class ClientConnection:
             try:
                 await self._dispatch(message)
             except ProtocolError as exc:
-                await self.send(protocol.fail(exc.info, exc.api_method, exc.id))
+                await self._fail(exc.info, exc.api_method, exc.id)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("error handling %s", message.name)
-                await self.send(protocol.fail(f"Internal error while handling {message.name}", message.name))
+                await self._fail(f"Internal error while handling {message.name}", message.name)
+
+    async def _fail(self, info: str, api_method: str | None = None, id: str | None = None) -> None:
+        """Tell the client (`fail`, the WebSDK's WARN). An error that is not a stream's status (those go
+        to the backend as StreamStatusEvent FAILED) is also reported to the backend as ErrorEvent."""
+        await self.send(protocol.fail(info, api_method, id))
+        if self.session is not None and api_method != "StreamStatusEvent":
+            event: dict[str, Any] = {"info": info}
+            if api_method is not None:
+                event["apiMethod"] = api_method
+            if id is not None:
+                event["id"] = id
+            self.session.report("ErrorEvent", event)
 
     async def _dispatch(self, message: ClientMessage) -> None:
         assert message.data is not None
@@ -142,6 +155,8 @@ class ClientConnection:
                 self._connecting = False
                 self._connect_done.set()
             return
+        # Log lines of this message carry its session and stream (streaming/logs.py).
+        logs.bind(session_id=self.session.id, **_stream_ids(message.data))
         if message.name == "connection":
             raise ProtocolError("Session is already established", "connection")
         handler = self.services.handlers.get(message.name)
@@ -165,12 +180,13 @@ class ClientConnection:
         client_data["appKey"] = app_key
         session = Session(self.services.node_id, app, client_data, RestClientConfig(), self.services.hooks,
                           self.remote)
+        logs.bind(session_id=session.id)
         body = {**client_data, "remoteAddress": self.remote, **session.context}
         asking = MethodConfig(on_error=self.services.connect_on_error)
         result = await self.services.hooks.call(app, "connect", body, asking)
         if not result.allowed:
             reason = result.reason or "Restricted access"
-            session.report("ConnectionStatusEvent", {"status": "FAILED", "info": reason})
+            session.report_connection_status("FAILED", reason)
             self.loop.create_task(session.events.close(timeout=10.0))
             await self._refuse(reason)
             return
@@ -186,15 +202,14 @@ class ClientConnection:
         session.client_data = data
         session.rest_config = rest_config
         if self._reader_done or self.ws.closed:  # the client left while the backend was deciding
-            session.report("ConnectionStatusEvent", {"status": "DISCONNECTED",
-                                                     "info": "Client left before the session was established"})
+            session.report_connection_status("DISCONNECTED", "Client left before the session was established")
             self.loop.create_task(session.events.close(timeout=10.0))
             return
         self.services.sessions.add(session)
         session.close_callbacks.append(self.services.on_session_closed)
         self._attach(session)
         await self._send_user_data(session)
-        session.report("ConnectionStatusEvent", {"status": "ESTABLISHED", "info": "Normal connection"})
+        session.report_connection_status("ESTABLISHED", "Normal connection")
         log.info("session %s established: app %s from %s", session.id, app.app_key, self.remote)
 
     async def _resume(self, token: str, app_key: str, obj: dict[str, Any]) -> bool:
@@ -216,6 +231,7 @@ class ClientConnection:
         return True
 
     def _attach(self, session: Session) -> None:
+        logs.bind(session_id=session.id)
         self.session = session
         session.connection = self
         session.attach(self.send, self.remote)
@@ -258,3 +274,10 @@ class ClientConnection:
                 await self.send(protocol.PING)
             except (ConnectionError, RuntimeError):
                 return
+
+
+def _stream_ids(data: Mapping[str, Any]) -> dict[str, str | None]:
+    """The stream a client message concerns, for its log lines (a camera URL without its password)."""
+    name, msid = data.get("name"), data.get("mediaSessionId")
+    return {"stream": (masked(name) if is_rtsp_url(name) else name[:256]) if isinstance(name, str) else None,
+            "media_session_id": msid[:128] if isinstance(msid, str) else None}

@@ -99,9 +99,15 @@ def test_mute_and_data_from_the_publisher_fire_stream_event_at_the_player(
                                15, "five STREAM_EVENTs at the player")
     assert [e["type"] for e in events] == ["audioMuted", "videoMuted", "audioUnmuted", "data", "videoUnmuted"]
     assert events[3]["payload"] == {"caption": "slide 2"}
-    # The publisher's own stream gets none, and the backend heard each one.
-    assert [c.body["type"] for c in backend.hooks("StreamEvent")] == \
-        ["audioMuted", "videoMuted", "audioUnmuted", "data", "videoUnmuted"]
+    # The publisher's own stream gets none, and the backend heard each one (for the publisher's stream,
+    # and for the player's).
+    def heard(published: bool) -> list[str]:
+        return [c.body["type"] for c in backend.hooks("StreamEvent")
+                if (c.body.get("published") is not False) == published]
+
+    page.b.wait_until(lambda: len(heard(True)) >= 5 and len(heard(False)) >= 5, 10, "StreamEvent hooks")
+    for published in (True, False):
+        assert heard(published) == ["audioMuted", "videoMuted", "audioUnmuted", "data", "videoUnmuted"]
     # A mute is state: the REST API shows it until the publisher unmutes.
     page.b.js("window.__m.streams.cam.muteVideo()")
     page.b.wait_until(lambda: len(page.stream_events("screen")) == 6 or None, 10, "the sixth event")

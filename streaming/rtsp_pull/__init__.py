@@ -17,12 +17,14 @@ I/O; this package moves the bytes:
 - camera: one RTSP session with a camera (CameraConnection), media to callbacks;
 - pull: one URL as one Stream (RtspPull): connect, hold, reconnect with backoff, RTCP;
 - service: the server's pulls by URL (PullService), shared by viewers, started and stopped over REST;
+- allow: which hosts may be pulled (rtsp.pull_allowed_hosts, against SSRF);
 - settings, failures (the WebSDK's status strings, PullFailed), urls (is_rtsp_url, masked).
 """
 
 from .failures import (
     CONNECT_FAILED,
     NO_COMMON_CODECS,
+    NOT_ALLOWED,
     SHUTDOWN,
     STREAM_NOT_FOUND,
     TERMINATED,
@@ -37,6 +39,7 @@ from .urls import is_rtsp_url, masked
 __all__ = [
     "CONNECT_FAILED",
     "NO_COMMON_CODECS",
+    "NOT_ALLOWED",
     "SHUTDOWN",
     "STREAM_NOT_FOUND",
     "TERMINATED",

@@ -7,6 +7,7 @@ WRONG_FORMAT = "Rtsp has wrong format"
 CONNECT_FAILED = "Failed to connect to rtsp stream"
 STREAM_NOT_FOUND = "Rtsp stream not found"
 NO_COMMON_CODECS = "No common codecs"
+NOT_ALLOWED = "Rtsp host is not allowed"  # rtsp.pull_allowed_hosts (not a WebSDK string)
 TERMINATED = "Stopped by rest /terminate"
 SHUTDOWN = "RtspAgent shutdown"
 

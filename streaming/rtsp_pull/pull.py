@@ -65,6 +65,7 @@ class RtspPull:
         self.on_published = on_published  # called once, when the camera first plays
         self.text = text  # the URL as given: the stream's name
         self.url = url
+        self.connect_to = url.host  # the address checked against rtsp.pull_allowed_hosts, when it was
         self.tcp = tcp
         self.keep = keep
         self.local_name = local_name
@@ -150,7 +151,7 @@ class RtspPull:
 
     async def _handshake(self, connection: CameraConnection, loop: asyncio.AbstractEventLoop) -> None:
         try:
-            await loop.create_connection(lambda: connection, self.url.host, self.url.port)
+            await loop.create_connection(lambda: connection, self.connect_to, self.url.port)
         except OSError as exc:
             raise PullFailed(CONNECT_FAILED, f"cannot connect to {self.url.host}:{self.url.port}: "
                                              f"{exc.strerror or exc}") from None

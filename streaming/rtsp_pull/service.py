@@ -12,6 +12,8 @@ from media.rtsp_client import RtspUrlError, parse_rtsp_url
 from media.sfu import MediaCore
 from media.stream import Stream, StreamNameInUse, StreamRegistry
 
+from .allow import PullTarget
+from .allow import check as check_host
 from .failures import CONNECT_FAILED, SHUTDOWN, WRONG_FORMAT, PullFailed
 from .pull import RtspPull
 from .settings import PullSettings
@@ -55,13 +57,19 @@ class PullService:
         except RtspUrlError as exc:
             raise PullFailed(WRONG_FORMAT, str(exc)) from None
         pull = self._pulls.get(text)
+        target: PullTarget | None = None
         if pull is None or pull.ended:
             if len(self._pulls) >= self.settings.max_pulls:
                 raise PullFailed(CONNECT_FAILED, f"the server pulls {self.settings.max_pulls} URLs already "
                                                  "(rtsp.pull_max)")
+            target = await check_host(self.settings.allowed_hosts, url.host, url.port)  # before any connection
+            pull = self._pulls.get(text)  # the same URL may have been started during the lookup
+        if pull is None or pull.ended:
             pull = RtspPull(self.media, self.settings, self.published, text, url,
                             self.settings.tcp if tcp is None else tcp, self.settings.keep if keep is None else keep,
                             local_name)
+            assert target is not None  # a new pull is made only after its host was checked, above
+            pull.connect_to = target.connect_to
             if local_name is not None:
                 try:
                     pull.stream = self.registry.claim(local_name)
