@@ -9,7 +9,7 @@ import asyncio
 import json
 import subprocess
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from streaming.client import Session
-from streaming.client.whip import WhepPlayer
+from streaming.client.whip import WhepPlayer, WhipPublisher
 from tests.support.browser import Browser, browser_fixture, chromium_fixture  # noqa: F401
 from tests.support.server import ServerProcess
 from tests.test_whip import GstPublisher, wait_for
@@ -168,3 +168,21 @@ def test_dashboard_data_route(server: ServerProcess) -> None:
     assert overview["ports"]["ws"] == int(server.ws_url.rsplit(":", 1)[1])
     status, _answer = post(server, "/rest-api/dashboard/streams", [])  # type: ignore[arg-type]
     assert status == 400
+
+
+async def test_dashboard_behind_rest_credentials(start_server: Callable[..., ServerProcess], browser: Browser) -> None:
+    token = "dashboard-token-0123456789"
+    server = start_server(["--rest-token", token])
+    publisher = await WhipPublisher.start(server.rest_url + "/whip/locked1", width=320, height=240)
+    try:
+        # Without the token the page says why it shows nothing; with it, the stream and its thumbnail.
+        browser.open(server.rest_url + "/dashboard?refresh=500&thumbs=1000")
+        await asyncio.to_thread(browser.wait_until, lambda: "401" in browser.js(
+            "return document.getElementById('error').textContent"), 15, "the 401 shown")
+        assert card(browser, "locked1") is None
+        browser.open(server.rest_url + f"/dashboard?refresh=500&thumbs=1000&token={token}")
+        shown = await asyncio.to_thread(browser.wait_until, lambda: (c := card(browser, "locked1"))
+                                        and c["naturalWidth"] == 320 and c, 30, "the card with its thumbnail")
+        assert "WHIP" in shown["meta"]
+    finally:
+        await publisher.stop()
