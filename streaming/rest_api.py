@@ -205,6 +205,8 @@ def build_app(server: Server) -> web.Application:
 
     app.add_routes(routes)
     server.recording.add_routes(app)  # /rest-api/recorder/..., /rest-api/record/..., /client/records/
+    server.pushes.add_routes(app)  # /rest-api/push/...
+    server.rtmp.add_routes(app)  # /rest-api/rtmp/...
     websdk = server.websdk_dir()
     if websdk is not None:
         app.router.add_static("/websdk/", websdk, follow_symlinks=False, show_index=False)
