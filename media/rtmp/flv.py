@@ -155,26 +155,27 @@ def parse_audio(body: bytes) -> AudioTag:
 
 def parse_aac_config(data: bytes) -> AacConfig:
     """The first fields of an AudioSpecificConfig: object type, sample rate, channel configuration."""
-    if len(data) < 2:
-        raise FlvError(f"AAC AudioSpecificConfig of {len(data)} bytes (at least 2)")
-    bits = int.from_bytes(data[:5].ljust(5, b"\x00"), "big")
-    object_type = bits >> 35
-    pos = 35
+    bits = int.from_bytes(bytes(data[:8]).ljust(8, b"\x00"), "big")
+    pos = 64  # bits left to read, from the top
+
+    def take(count: int) -> int:
+        nonlocal pos
+        if 64 - pos + count > len(data) * 8:
+            raise FlvError(f"AAC AudioSpecificConfig of {len(data)} bytes is cut short")
+        pos -= count
+        return (bits >> pos) & ((1 << count) - 1)
+
+    object_type = take(5)
     if object_type == 31:
-        object_type = 32 + ((bits >> 29) & 0x3F)
-        pos = 29
-    index = (bits >> (pos - 4)) & 0x0F
-    pos -= 4
+        object_type = 32 + take(6)
+    index = take(4)
     if index == 15:
-        if len(data) < 5:
-            raise FlvError("AAC AudioSpecificConfig with an explicit rate cut short")
-        rate = (bits >> (pos - 24)) & 0xFFFFFF
-        pos -= 24
+        rate = take(24)
     elif index < len(AAC_RATES):
         rate = AAC_RATES[index]
     else:
         raise FlvError(f"AAC sampling frequency index {index} is reserved")
-    channels = (bits >> (pos - 4)) & 0x0F
+    channels = take(4)
     if not rate:
         raise FlvError("AAC sample rate 0")
     return AacConfig(object_type, rate, channels, bytes(data))
