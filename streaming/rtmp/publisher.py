@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 NAME_IN_USE = "Stream name is already in use"
 RESTRICTED = "Restricted access"
+STOPPED_BY_PUBLISHER = "Stopped by publisher stop"
 MAX_WRITE_BUFFER = 1 << 20  # bytes of answers waiting for a client that does not read
 
 
@@ -182,8 +183,10 @@ class RtmpPublisher(asyncio.Protocol):
             self.announced = True
             self.service.stream_published(self.stream)
 
-    def _finish(self, status: str, info: str | None, by_publisher: bool = False) -> None:
-        """The publish is over (the publisher's choice, a lost connection, a violation)."""
+    def _finish(self, status: str, info: str | None, by_publisher: bool = False,
+                viewers_info: str = STOPPED_BY_PUBLISHER) -> None:
+        """The publish is over (the publisher's choice, a lost connection, a violation). Viewers get
+        `viewers_info` (a WebSDK status string); the backend the reason."""
         if self.status in ("UNPUBLISHED", "FAILED"):
             self._close()
             return
@@ -192,7 +195,7 @@ class RtmpPublisher(asyncio.Protocol):
         self.info = info
         if was_publishing and by_publisher:
             self._report("unPublishStream", self._body("UNPUBLISHED"))
-        self._end_stream(info or "Stopped by publisher stop")
+        self._end_stream(viewers_info)
         if self.request is not None:
             self._report("StreamStatusEvent", self._body(status, info))
         log.info("rtmp %s: %s%s", self.peer, status, f" ({info})" if info else "")
@@ -205,7 +208,7 @@ class RtmpPublisher(asyncio.Protocol):
             return
         self.protocol.end_publish(info)
         self._flush()
-        self._finish("UNPUBLISHED", info)
+        self._finish("UNPUBLISHED", info, viewers_info=info)
 
     def _end_stream(self, info: str) -> None:
         if self.ingest is not None:
