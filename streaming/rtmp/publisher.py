@@ -211,8 +211,10 @@ class RtmpPublisher(asyncio.Protocol):
         self._finish("UNPUBLISHED", info, viewers_info=info)
 
     def _end_stream(self, info: str) -> None:
-        if self.ingest is not None:
-            self.ingest.close()
+        ingest = self.ingest
+        if ingest is not None and not ingest.closed:
+            ingest.close()
+            self.service.count(ingest.stats.video_frames, ingest.stats.audio_frames, ingest.stats.bytes)
         stream = self.stream
         if stream is None:
             return

@@ -43,6 +43,7 @@ class RtmpService:
         self.end_viewers = end_viewers  # the viewers of an ended stream get their status
         self.connections: set[RtmpPublisher] = set()
         self.published_total = 0
+        self.ingested = {"videoFrames": 0, "audioFrames": 0, "bytes": 0}  # of publishers that ended
         self._server: asyncio.base_events.Server | None = None
 
     @staticmethod
@@ -111,10 +112,23 @@ class RtmpService:
         app.router.add_post("/rest-api/rtmp/find_all", find_all)
         app.router.add_post("/rest-api/rtmp/terminate", terminate)
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, Any]:
+        totals = dict(self.ingested)
+        for connection in self.connections:
+            if connection.ingest is not None and not connection.ingest.closed:
+                stats = connection.ingest.stats
+                totals["videoFrames"] += stats.video_frames
+                totals["audioFrames"] += stats.audio_frames
+                totals["bytes"] += stats.bytes
         return {"connections": len(self.connections),
                 "publishing": sum(1 for c in self.connections if c.status == "PUBLISHING"),
-                "published": self.published_total}
+                "published": self.published_total, **totals}
+
+    def count(self, video_frames: int, audio_frames: int, size: int) -> None:
+        """What a publisher that ended brought in (for /health)."""
+        self.ingested["videoFrames"] += video_frames
+        self.ingested["audioFrames"] += audio_frames
+        self.ingested["bytes"] += size
 
 
 def _error(status: int, info: str) -> web.Response:
