@@ -22,6 +22,7 @@ times); WebRTC browsers play them, but encoders set for live (OBS "zerolatency",
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -46,6 +47,7 @@ OPUS_PAYLOAD_TYPE = 111
 REPORT_INTERVAL = 2.0  # seconds between sender reports per track
 READY_AFTER = 2.0  # seconds of media after which the stream goes on without a track the metadata announced
 NTP_EPOCH = 2208988800
+AUDIO_QUEUE_FRAMES = 512  # AAC frames waiting for the transcoder (1024 samples each)
 
 
 @dataclass
@@ -217,7 +219,11 @@ class RtmpIngest:
                                lambda ssrc: None)
         self.audio = _Packetizer(track, self.core.rtp, OPUS_CLOCK)
         self.stream.tracks.append(track)
-        self.transcoder = Transcoder(self.stream, source_track, Target("audio", "opus"), self.transcode,
+        # An encoder sends in bursts (a reconnect, a publisher not paced in real time): AAC frames are
+        # cheap to hold, so the queue takes AUDIO_QUEUE_FRAMES (about 10 s) rather than drop audio.
+        settings = dataclasses.replace(self.transcode, queue_frames=max(self.transcode.queue_frames,
+                                                                        AUDIO_QUEUE_FRAMES))
+        self.transcoder = Transcoder(self.stream, source_track, Target("audio", "opus"), settings,
                                      self.core.track, self.core.rtp)
         self.transcoder.output.subscribe(self._on_opus)
         self.transcoder.start(self._aac, self.loop)
