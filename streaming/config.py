@@ -268,6 +268,8 @@ SETTINGS: tuple[Setting, ...] = (
             "largest RTMP message a publisher may send (a video frame); larger ones close its connection"),
     Setting("rtmp.push_prefix", "rtmp_", lambda v: str(v),
             "put before the stream name when a push's rtmpUrl is not a full URL (WCS: rtmp_)"),
+    Setting("rtmp.push_timeout", 10.0, _positive_float,
+            "seconds an RTMP server a stream is pushed to has to connect, accept the publish or take data"),
     Setting("transcoding.enabled", True, _bool,
             "transcode for viewers that need another codec or size; off: they fail with "
             "'Transcoding required, but disabled'"),

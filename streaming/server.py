@@ -85,7 +85,7 @@ class Server:
                                 end_viewers=lambda stream, info: self.streams.end_viewers(stream, info))
         self.streams.sources.append(self.rtmp.stream)
         self.pushes = PushService(self.streams.published, self.transcoders, self.media.now,
-                                  prefix=config["rtmp.push_prefix"])
+                                  prefix=config["rtmp.push_prefix"], timeout=config["rtmp.push_timeout"])
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())
         self.events = StreamEvents(self.streams, self.hooks, self.sessions.get, config.node_id,
                                    max_payload=config["data.max_payload_bytes"])

@@ -10,6 +10,7 @@ import pytest
 
 from media.rtmp import amf0
 from media.rtmp.chunk import MAX_CHUNK_STREAMS, ChunkError, ChunkReader, ChunkWriter
+from media.rtmp.client import PublishClient, Published, PublishTarget, Refused, RtmpUrlError
 from media.rtmp.connection import (
     Connected,
     Media,
@@ -22,10 +23,13 @@ from media.rtmp.connection import (
 from media.rtmp.flv import (
     FlvError,
     UnsupportedCodec,
+    audio_config_body,
     parse_aac_config,
     parse_audio,
     parse_video,
     split_nal_units,
+    video_config_body,
+    video_frame_body,
 )
 from media.rtmp.handshake import PACKET, HandshakeError, ServerHandshake, client_hello
 from tests.support.rtmp_client import IDR, PPS, SPS, Publisher, audio_body, video_body
@@ -306,3 +310,67 @@ def test_audio_bodies() -> None:
         parse_audio(b"\x2f\x00")
     with pytest.raises(FlvError, match="index 13 is reserved"):
         parse_aac_config(bytes((0x16, 0x90)))
+
+
+# --- our client against our server, in memory -------------------------------------------------------
+
+
+def _pump(client: PublishClient, server: ServerConnection, accept: bool | str = True) -> list[object]:
+    """Bytes both ways until neither has anything to say; the server's publish decided as `accept`."""
+    client_events: list[object] = []
+    for _ in range(20):
+        to_server = client.data_to_send()
+        for event in server.receive(to_server, now=1.0) if to_server else []:
+            if isinstance(event, PublishRequested):
+                if accept is True:
+                    server.accept_publish()
+                else:
+                    server.refuse_publish(str(accept))
+        to_client = server.data_to_send()
+        if to_client:
+            client_events += client.receive(to_client)
+        if not to_server and not to_client:
+            break
+    return client_events
+
+
+def test_client_publishes_to_the_server_in_memory() -> None:
+    target = PublishTarget.parse("rtmp://127.0.0.1:19350/live/sub/cam1?key=s3cret")
+    assert (target.app, target.name, target.tc_url) == ("live/sub", "cam1?key=s3cret", "rtmp://127.0.0.1:19350/live/sub")
+    client = PublishClient(target)
+    server = ServerConnection()
+    events = _pump(client, server)
+    assert events == [Published(1)] and client.published
+    assert server.publishing is not None and (server.publishing.name, server.publishing.query) == ("cam1", "key=s3cret")
+    client.send_media("video", 0, video_config_body(SPS, PPS))
+    client.send_media("video", 40, video_frame_body([SPS, PPS, IDR], keyframe=True))
+    client.send_media("audio", 0x1234567, audio_config_body(bytes.fromhex("1210")))
+    media = [e for e in server.receive(client.data_to_send(), now=2.0) if isinstance(e, Media)]
+    assert [(m.kind, m.timestamp) for m in media] == [("video", 0), ("video", 40), ("audio", 0x1234567)]
+    config = parse_video(media[0].body).config
+    assert config is not None and (config.sps, config.pps) == ([SPS], [PPS])
+    assert split_nal_units(parse_video(media[1].body).data, 4) == [SPS, PPS, IDR]
+    assert parse_audio(media[2].body).sample_rate == 44100
+    client.unpublish()
+    assert [type(e) for e in server.receive(client.data_to_send(), now=3.0)] == [Unpublished]
+
+
+def test_client_told_of_a_refusal() -> None:
+    client = PublishClient(PublishTarget.parse("rtmp://h/live/x"))
+    events = _pump(client, ServerConnection(), accept="Restricted access")
+    assert events == [Refused("NetStream.Publish.Denied: Restricted access")] and not client.published
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("rtmps://h/live/x", "only rtmp://"), ("rtmp:///live/x", "no host"), ("rtmp://h/live", "application and a stream"),
+    ("rtmp://h:99999/live/x", "port"),
+])
+def test_push_urls(url: str, reason: str) -> None:
+    with pytest.raises(RtmpUrlError, match=reason):
+        PublishTarget.parse(url)
+
+
+def test_client_rejects_a_server_that_is_not_rtmp() -> None:
+    client = PublishClient(PublishTarget.parse("rtmp://h/live/x"))
+    (event,) = client.receive(b"HTTP/1.1 400 Bad Request\r\n")
+    assert isinstance(event, ProtocolViolation) and "version 72" in event.reason

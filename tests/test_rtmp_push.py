@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -109,7 +111,7 @@ async def test_push_errors(server: ServerProcess) -> None:
     assert code == 404
     async with Session.connect(server.ws_url) as session:
         await session.publish("cam2", codec="H264")
-        for url in ("http://127.0.0.1/live", "rtmp://", "rtmp://127.0.0.1/li ve", 42):
+        for url in ("http://127.0.0.1/live", "rtmp://", "rtmp://127.0.0.1/li ve", 42, "rtmps://127.0.0.1/live"):
             code, answer = rest(server, "/rest-api/push/startup", {"streamName": "cam2", "rtmpUrl": url})
             assert code == 400, (url, answer)
         dead = f"rtmp://127.0.0.1:{free_port()}/live"  # nobody listens there
@@ -147,3 +149,31 @@ def test_webrtc_as_rtmp_republishing_demo_page(server: ServerProcess, nginx: Ngi
     driver.find_element(By.ID, "publishBtn").click()  # Stop
     browser.wait_until(lambda: status() == "UNPUBLISHED", 20, "UNPUBLISHED on the demo page")
     wait_until(lambda: not pushes(server), 15, "the push ended with the stream")
+
+
+async def test_a_silent_rtmp_server_ends_the_push(start_server: Callable[..., ServerProcess]) -> None:
+    """A server that accepts the connection and never answers: the push fails after rtmp.push_timeout
+    seconds with the reason, and terminating a push stuck like that returns at once."""
+    server = start_server(["--rtmp-push-timeout", "2"])
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"rtmp://127.0.0.1:{silent.getsockname()[1]}/live"
+    try:
+        async with Session.connect(server.ws_url) as session:
+            await session.publish("cam3", codec="H264")
+            code, push = rest(server, "/rest-api/push/startup", {"streamName": "cam3", "rtmpUrl": url})
+            assert code == 200, push
+            await asyncio.to_thread(wait_until, lambda: not pushes(server), 15, "the push given up")
+            log = server.log()
+            assert "push of 'cam3' to " + url + "/rtmp_cam3 failed: The RTMP server 127.0.0.1:" in log, log[-2000:]
+            assert "did not take the publish within 2 s" in log, log[-2000:]
+            code, push = rest(server, "/rest-api/push/startup", {"streamName": "cam3", "rtmpUrl": url})
+            assert code == 200
+            await asyncio.sleep(0.5)  # connected, waiting for an answer that does not come
+            started = time.monotonic()
+            code, stopped = rest(server, "/rest-api/push/terminate", {"streamName": "cam3"})
+            assert code == 200 and stopped[0]["status"] == "STOPPED"
+            assert time.monotonic() - started < 1.0
+    finally:
+        silent.close()

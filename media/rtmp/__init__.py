@@ -5,11 +5,13 @@ FLV bodies of its audio and video.
 - chunk: messages in and out of chunks (ChunkReader with limits, ChunkWriter);
 - amf0: command and metadata values;
 - connection: one server connection (ServerConnection): bytes in, events and bytes out;
-- flv: audio and video message bodies: H.264 (AVCC, decoder configuration) and AAC.
+- client: one publisher connection to an RTMP server (PublishClient: pushes);
+- flv: audio and video message bodies: H.264 (AVCC, decoder configuration) and AAC, read and written.
 
 Written here rather than taken from PyPI: the Python RTMP packages there (pyrtmp, rtmplite3) read
 from asyncio streams themselves, so their parsing cannot be fed bytes, bounded and fuzzed on its own,
-and FFmpeg (PyAV) has an RTMP client but no multi-client server.
+and FFmpeg (PyAV) has an RTMP client (without timeouts on its reads there) but no server for many
+publishers.
 """
 
 from .connection import (

@@ -179,3 +179,31 @@ def parse_aac_config(data: bytes) -> AacConfig:
     if not rate:
         raise FlvError("AAC sample rate 0")
     return AacConfig(object_type, rate, channels, bytes(data))
+
+
+# -- writing (a publisher's side: pushes) ------------------------------------------------------------
+
+
+def avc_config_record(sps: bytes, pps: bytes) -> bytes:
+    """AVCDecoderConfigurationRecord of one SPS and one PPS, 4-byte NAL unit lengths."""
+    if len(sps) < 4:
+        raise FlvError(f"SPS of {len(sps)} bytes")
+    return (bytes((1, sps[1], sps[2], sps[3], 0xFF, 0xE1)) + len(sps).to_bytes(2, "big") + sps
+            + b"\x01" + len(pps).to_bytes(2, "big") + pps)
+
+
+def video_config_body(sps: bytes, pps: bytes) -> bytes:
+    return b"\x17\x00\x00\x00\x00" + avc_config_record(sps, pps)
+
+
+def video_frame_body(nal_units: list[bytes], keyframe: bool, composition_time: int = 0) -> bytes:
+    head = bytes((0x17 if keyframe else 0x27, 1)) + composition_time.to_bytes(3, "big", signed=True)
+    return head + b"".join(len(n).to_bytes(4, "big") + n for n in nal_units)
+
+
+def audio_config_body(audio_specific_config: bytes) -> bytes:
+    return b"\xaf\x00" + audio_specific_config
+
+
+def audio_frame_body(raw_aac: bytes) -> bytes:
+    return b"\xaf\x01" + raw_aac

@@ -6,8 +6,9 @@ example) once the stream is published, or over REST (`/rest-api/push/startup` wi
 `rtmpUrl`). Unless `rtmpTransponderFullUrl` is true, the target is `{rtmpUrl}/{rtmp.push_prefix}{name}`
 (WCS: `rtmp_` + the stream name). H.264 goes out as it is; VP8 video and Opus audio go through the
 shared transcoders (H.264, AAC). A push ends with its stream, by `/rest-api/push/terminate`
-(`mediaSessionId` or `streamName`), or when the RTMP server refuses or drops it (logged, with the reason
-in the log and the push's last state).
+(`mediaSessionId` or `streamName`), or when the RTMP server refuses it, drops it or does not answer
+within `rtmp.push_timeout` seconds (logged with the reason). The RTMP client is ours (media.rtmp.client
+and media.rtmp_push), in a worker thread of each push.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiohttp import web
 
 from media.encoded import EncodedFrame, FrameSource
 from media.record import RecordResult
+from media.rtmp.client import PublishTarget, RtmpUrlError
 from media.rtmp_push import RtmpPusher
 from media.stream import Stream
 from media.transcode import Target, Transcoder, Transcoders, TranscodingDisabled
@@ -45,13 +47,13 @@ class PushError(ValueError):
 
 
 def check_rtmp_url(url: Any) -> str:
-    """An rtmp:// (or rtmps://) URL with a host, as text; PushError(400) otherwise."""
+    """An rtmp:// URL with a host, as text; PushError(400) otherwise."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL:
         raise PushError(400, f"Field 'rtmpUrl' must be an rtmp:// URL of at most {MAX_URL} characters")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise PushError(400, "rtmpUrl must not contain spaces or control characters")
     parts = urlsplit(url)
-    if parts.scheme.lower() not in ("rtmp", "rtmps") or not parts.hostname:
+    if parts.scheme.lower() != "rtmp" or not parts.hostname:
         raise PushError(400, f"rtmpUrl must be rtmp://host[:port]/app[/name], not {url[:100]!r}")
     return url
 
@@ -92,12 +94,14 @@ class Push:
 
 class PushService:
     def __init__(self, published: Callable[[str], Stream | None], transcoders: Transcoders,
-                 now: Callable[[], float], prefix: str = "rtmp_", keyframe_interval: float = 2.0):
+                 now: Callable[[], float], prefix: str = "rtmp_", keyframe_interval: float = 2.0,
+                 timeout: float = 10.0):
         self.published = published  # a live stream by name
         self.transcoders = transcoders
         self.now = now
         self.prefix = prefix
         self.keyframe_interval = keyframe_interval
+        self.timeout = timeout  # seconds an RTMP server has for each step (connect, publish, taking data)
         self.pushes: dict[str, Push] = {}
         self.finished: list[dict[str, Any]] = []  # the last pushes that ended, newest last
 
@@ -105,8 +109,14 @@ class PushService:
         return len(self.pushes)
 
     def target(self, name: str, url: Any, full: bool) -> str:
+        """Where a push of `name` to `url` goes; PushError(400) when that is no URL to publish to."""
         url = check_rtmp_url(url)
-        return url if full else f"{url.rstrip('/')}/{self.prefix}{name}"
+        target = url if full else f"{url.rstrip('/')}/{self.prefix}{name}"
+        try:
+            PublishTarget.parse(target)
+        except RtmpUrlError as exc:
+            raise PushError(400, f"rtmpUrl: {exc}") from None
+        return target
 
     # -- starting and stopping ---------------------------------------------------------------------
 
@@ -148,7 +158,8 @@ class PushService:
             raise PushError(409, "The stream has no audio or video")
         pusher = RtmpPusher(url, "H264" if video_track is not None else None,
                             "AAC" if audio_track is not None else None, self.keyframe_interval,
-                            on_done=lambda result: self._done(push, result), label=stream.name)
+                            on_done=lambda result: self._done(push, result), label=stream.name,
+                            timeout=self.timeout)
         push = Push(push_id, stream, url, by, pusher, started_at=time.time(), transcoders=transcoders)
         for source in sources:
             source.subscribe(pusher.push)
