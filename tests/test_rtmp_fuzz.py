@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from media.rtmp import amf0
 from media.rtmp.chunk import ChunkError, ChunkReader, ChunkWriter
+from media.rtmp.client import PublishClient, Published, PublishTarget, Refused
 from media.rtmp.connection import (
     Connected,
     Media,
@@ -20,6 +21,7 @@ from media.rtmp.connection import (
     Unpublished,
 )
 from media.rtmp.flv import FlvError, parse_aac_config, parse_audio, parse_video, split_nal_units
+from media.rtmp.handshake import PACKET
 from tests.support.rtmp_client import IDR, SLICE, Publisher, audio_body, video_body
 from tests.support.wire_fuzz import BOUNDED
 
@@ -145,3 +147,17 @@ def test_the_valid_session_is_valid() -> None:
     assert PublishRequested in kinds and ProtocolViolation not in kinds
     with pytest.raises(AssertionError):
         assert conn.closed
+
+
+@BOUNDED
+@given(st.binary(max_size=3000), st.lists(st.integers(0, 3000), max_size=4))
+def test_client_takes_any_server_answer(data: bytes, splits: list[int]) -> None:
+    """Our push client (media.rtmp.client) after a proper S0 S1 S2: random answers are events, never errors."""
+    client = PublishClient(PublishTarget.parse("rtmp://h/live/x"))
+    wire = b"\x03" + bytes(2 * PACKET) + data
+    pos = 0
+    for cut in sorted({min(len(wire), s) for s in splits}) + [len(wire)]:
+        for event in client.receive(wire[pos:cut]):
+            assert isinstance(event, Published | Refused | ProtocolViolation)
+        client.data_to_send()
+        pos = cut

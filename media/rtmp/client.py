@@ -119,6 +119,8 @@ class PublishClient:
         try:
             if self.state == "HANDSHAKE":
                 self._handshake += data
+                if not self._handshake:
+                    return events
                 if self._handshake[0] != VERSION:
                     raise ChunkError(f"the server answered the handshake with version {self._handshake[0]}")
                 if len(self._handshake) < 1 + 2 * PACKET:
