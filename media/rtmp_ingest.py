@@ -14,9 +14,12 @@ each raw AAC frame goes to a Transcoder (AAC -> Opus, in its own worker thread: 
 the loop), whose Opus packets become one RTP packet each. Sender reports map both tracks' RTP timestamps
 to the wall clock of the publisher's timestamps, so WebRTC viewers keep audio and video in sync.
 
-An RTMP publisher cannot be asked for a keyframe: a viewer that joins mid-GOP starts from the cached
-GOP, as with any publisher. B-frames are forwarded as they come (RTP timestamps are presentation
-times); WebRTC browsers play them, but encoders set for live (OBS "zerolatency", x264 -bf 0) are best.
+B-frames (OBS's and x264's defaults): WebRTC browsers, the recorder and the HLS muxer take H.264 in
+presentation order only, so when the first frame carries a composition time the video goes through a
+transcoder (decoded, encoded again by x264 without B-frames, in its worker thread) and the stream's
+video track is its output. That costs a core's share per stream: encoders set for live (OBS's x264
+tune "zerolatency", or B-frames 0; `-bf 0`) are forwarded as they come. An RTMP publisher cannot be
+asked for a keyframe: a viewer that joins mid-GOP starts from the cached GOP, as with any publisher.
 """
 
 from __future__ import annotations
@@ -64,6 +67,16 @@ class _AacFrames(FrameSource):
 
     codec = "AAC"
     kind = "audio"
+
+
+class _H264Frames(FrameSource):
+    """The publisher's H.264 access units (decode order, pts), for the transcoder when it has B-frames."""
+
+    codec = "H264"
+    kind = "video"
+
+    def pts_of(self, rtp_timestamp: int) -> int:
+        return rtp_timestamp  # the source track's "RTP" timestamps are these pts (sender reports)
 
 
 class _Packetizer:
@@ -118,7 +131,11 @@ class RtmpIngest:
         self.video: _Packetizer | None = None
         self.audio: _Packetizer | None = None
         self.audio_problem: str | None = None  # why the audio is left out
-        self.transcoder: Transcoder | None = None
+        self.transcoder: Transcoder | None = None  # AAC -> Opus
+        self.video_transcoder: Transcoder | None = None  # H.264 with B-frames -> H.264 without
+        self.reordered = False  # the publisher's H.264 has B-frames
+        self._h264 = _H264Frames()
+        self._h264_source_track: PublishedTrack | None = None
         self._aac = _AacFrames()
         self._aac_config: bytes | None = None
         self._aac_rate = 0
@@ -170,13 +187,8 @@ class RtmpIngest:
         if tag.kind == "config":
             assert tag.config is not None
             self.avc = tag.config
-            if self.video is None:
-                track = PublishedTrack(h264_codec(tag.config), self.core.track.IngestTrack("H264", VIDEO_CLOCK),
-                                       self.core.track, self._keyframe_requested)
-                self.stream.tracks.append(track)
-                self.video = _Packetizer(track, self.core.rtp, VIDEO_CLOCK)
             return
-        if tag.kind != "nalus" or self.video is None or self.avc is None:
+        if tag.kind != "nalus" or self.avc is None:
             return  # end of sequence, or frames before the decoder configuration
         try:
             nals = split_nal_units(tag.data, self.avc.length_size)
@@ -186,11 +198,48 @@ class RtmpIngest:
         nals = [n for n in nals if n[0] & 0x1F != 9]  # access unit delimiters: RTP marks frames itself
         if not nals:
             return
-        if any(n[0] & 0x1F == 5 for n in nals) and not any(n[0] & 0x1F == 7 for n in nals):
+        keyframe = any(n[0] & 0x1F == 5 for n in nals)
+        if keyframe and not any(n[0] & 0x1F == 7 for n in nals):
             nals = [*self.avc.sps, *self.avc.pps, *nals]
+        if self.video is None and self.video_transcoder is None:
+            if not keyframe:
+                return  # a track starts at a keyframe
+            self._start_video(reordered=tag.composition_time != 0)
         self.stats.video_frames += 1
         ticks = ((timestamp + tag.composition_time) & 0xFFFFFFFF) * (VIDEO_CLOCK // 1000)
-        self.video.send(H264Encoder._packetize(nals), ticks, now)
+        if self.video is not None:
+            if tag.composition_time and not self.reordered:
+                self.reordered = True
+                log.warning("rtmp %r: the publisher's H.264 has B-frames (composition times), which began "
+                            "without: they are forwarded, recordings and HLS may skip them", self.stream.name)
+            self.video.send(H264Encoder._packetize(nals), ticks, now)
+        else:
+            data = b"".join(b"\x00\x00\x00\x01" + n for n in nals)
+            self._h264.emit(EncodedFrame("H264", data, ticks, VIDEO_CLOCK, keyframe))
+
+    def _start_video(self, reordered: bool) -> None:
+        """The stream's video track: the publisher's H.264 as it comes, or (B-frames, which WebRTC,
+        recording and HLS take in presentation order only) re-encoded without them by a transcoder."""
+        assert self.avc is not None
+        self.reordered = reordered
+        if not reordered or self.transcode is None:
+            if reordered:
+                log.warning("rtmp %r: the publisher's H.264 has B-frames and transcoding is off: forwarded as "
+                            "they are; recordings and HLS may skip them", self.stream.name)
+            track = PublishedTrack(h264_codec(self.avc), self.core.track.IngestTrack("H264", VIDEO_CLOCK),
+                                   self.core.track, self._keyframe_requested)
+            self.stream.tracks.insert(0, track)
+            self.video = _Packetizer(track, self.core.rtp, VIDEO_CLOCK)
+            return
+        log.info("rtmp %r: the publisher's H.264 has B-frames: re-encoded without them for the outputs",
+                 self.stream.name)
+        self._h264_source_track = PublishedTrack(
+            Codec("video", "H264", VIDEO_CLOCK, H264_PAYLOAD_TYPE), self.core.track.IngestTrack("H264", VIDEO_CLOCK),
+            self.core.track, lambda ssrc: None)
+        self.video_transcoder = Transcoder(self.stream, self._h264_source_track, Target("video", "H264"),
+                                           self.transcode, self.core.track, self.core.rtp)
+        self.video_transcoder.start(self._h264, self.loop)
+        self.stream.tracks.insert(0, self.video_transcoder.rtp_track())
 
     def _audio(self, timestamp: int, body: bytes, now: float) -> None:
         if self.audio_problem is not None:
@@ -250,11 +299,14 @@ class RtmpIngest:
             if packetizer is not None and packetizer.track.ingest.ssrc is not None:
                 rtp_ts = packetizer.timestamp((timestamp & 0xFFFFFFFF) * ticks_per_ms)
                 packetizer.track.on_sender_report(ntp, rtp_ts, now)
+        if self._h264_source_track is not None:  # the transcoder moves it onto its output's timestamps
+            self._h264_source_track.on_sender_report(ntp, (timestamp & 0xFFFFFFFF) * (VIDEO_CLOCK // 1000), now)
 
     def describe(self) -> dict[str, Any]:
         return {"videoFrames": self.stats.video_frames, "audioFrames": self.stats.audio_frames,
                 "opusPackets": self.stats.opus_packets, "bytes": self.stats.bytes,
                 "badFrames": self.stats.bad_frames, "audioProblem": self.audio_problem,
+                "bFrames": self.reordered, "videoTranscoded": self.video_transcoder is not None,
                 "tracks": [{"kind": t.kind, "codec": t.codec.name, "packets": t.ingest.packets,
                             "keyframes": t.ingest.keyframes, "viewers": len(t.sinks)} for t in self.stream.tracks]}
 
@@ -262,6 +314,8 @@ class RtmpIngest:
         if self.closed:
             return
         self.closed = True
-        if self.transcoder is not None:
-            self.transcoder.stop()
+        for transcoder in (self.transcoder, self.video_transcoder):
+            if transcoder is not None:
+                transcoder.stop()
         self._aac.close()
+        self._h264.close()

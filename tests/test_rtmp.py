@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,3 +244,33 @@ def test_rtmp_off_switch(start_server: Callable[..., ServerProcess]) -> None:
     server = start_server(["--rtmp-enabled", "false"])
     assert "rtmp" not in server.urls
     assert "RTMP ingest on" not in server.log()
+
+
+async def test_b_frames_as_obs_sends_them_are_re_encoded(rtmp_server: ServerProcess, tmp_path: Path) -> None:
+    """x264's defaults (High profile, B-frames), as OBS sends them: the stream's video is re-encoded without
+    B-frames, so WebRTC plays it and the recording has every picture."""
+    clip = tmp_path / "bframes.mp4"
+    await asyncio.to_thread(subprocess.run, [
+        "ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=30", "-f", "lavfi", "-i",
+        "sine=frequency=440:sample_rate=44100", "-t", "6", "-c:v", "libx264", "-bf", "3", "-g", "30", "-pix_fmt",
+        "yuv420p", "-c:a", "aac", "-ac", "2", str(clip)], check=True, timeout=60)
+    publisher = FfmpegPublisher(clip, rtmp_server.urls["rtmp"] + "/live/obs")
+    try:
+        found = await asyncio.to_thread(wait_until, lambda: rtmp_stream(rtmp_server, "obs"), 15, "the stream")
+        assert found["bFrames"] is True and found["videoTranscoded"] is True
+        async with Session.connect(rtmp_server.ws_url) as session:
+            player = await session.play("obs")
+            await player.wait_frames(45, timeout=20)
+            code, started = rest(rtmp_server, "/rest-api/recorder/startup", {"name": "obs"})
+            assert code == 200, started
+            await asyncio.sleep(3.0)
+            code, result = rest(rtmp_server, "/rest-api/recorder/terminate", {"name": "obs"})
+            assert code == 200, result
+        record = rtmp_server.data_dir / "records" / started["recordName"]
+        counted = await asyncio.to_thread(subprocess.run, [
+            "ffprobe", "-v", "error", "-count_frames", "-select_streams", "v", "-show_entries",
+            "stream=nb_read_frames", "-of", "csv=p=0", str(record)], capture_output=True, text=True, timeout=30)
+        frames = int(counted.stdout.strip())
+        assert frames >= 28 * result["duration"] / 1000, (frames, result)  # 30 fps, every picture
+    finally:
+        publisher.kill()
