@@ -11,7 +11,9 @@ Media: a clip made once by ffmpeg (lavfi testsrc + sine): H.264 (libx264, keyfra
   from the publisher's start to the end of its stream, less the server's idle CPU over the same wall
   time. Two rows: the whole stream (H.264 packetized into RTP and AAC decoded and encoded to Opus by
   the transcoder, what every stream with AAC costs) and video only (the clip without audio: the RTMP,
-  FLV and RTP work alone). No viewer: the cost of ingest.
+  FLV and RTP work alone), and a third: x264 with B-frames (OBS's default), whose video the server
+  re-encodes without them (published at 1x, real time, so the encoder keeps up). No viewer: the cost of
+  ingest.
 - FFmpeg: `ffmpeg -listen 1 -i rtmp://… -c copy -f flv -y /dev/null`, its CPU from the child's rusage
   (start-up included; a line shows it less the CPU of `-t 0` of the file, its start-up), less the CPU of
   the same publisher writing to /dev/null alone.
@@ -43,11 +45,12 @@ except ImportError:  # run from a checkout that is not installed
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def make_clip(path: Path, seconds: float, size: str, audio: bool) -> None:
+def make_clip(path: Path, seconds: float, size: str, audio: bool, b_frames: bool = False) -> None:
     args = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=30"]
     if audio:
         args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]
-    args += ["-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline", "-g", "60",
+    profile = ["-bf", "3"] if b_frames else ["-profile:v", "baseline"]
+    args += ["-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", *profile, "-g", "60",
              "-pix_fmt", "yuv420p", "-b:v", "2500k"]
     args += ["-c:a", "aac", "-b:a", "128k", "-ac", "2"] if audio else ["-an"]
     subprocess.run([*args, str(path)], check=True, timeout=600)
@@ -88,7 +91,8 @@ def ours(server: ServerProcess, clip: Path, rate: float, idle_rate: float) -> di
     after = rtmp_health(server)
     return {"cpu": cpu, "net": max(0.0, cpu - idle_rate * wall), "wall": wall,
             "video_frames": float(after["videoFrames"] - counted["videoFrames"]),
-            "audio_frames": float(after["audioFrames"] - counted["audioFrames"])}
+            "audio_frames": float(after["audioFrames"] - counted["audioFrames"]),
+            "reencoded": float(after["reencodedFrames"] - counted["reencodedFrames"])}
 
 
 def ffmpeg_remux(clip: Path, rate: float) -> dict[str, float]:
@@ -140,9 +144,10 @@ def main() -> None:
     parser.add_argument("--readrate", type=float, default=4.0, help="publisher speed, times real time")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-rtmp-"))
-    clip, video_only = work / "clip.mp4", work / "video.mp4"
+    clip, video_only, b_frames = work / "clip.mp4", work / "video.mp4", work / "bframes.mp4"
     make_clip(clip, args.seconds, args.size, audio=True)
     make_clip(video_only, args.seconds, args.size, audio=False)
+    make_clip(b_frames, args.seconds, args.size, audio=True, b_frames=True)
 
     server = ServerProcess(work / "data", ["--log-level", "warning"]).start()
     try:
@@ -153,6 +158,7 @@ def main() -> None:
         idle_rate = (process_cpu(server.proc.pid) - idle_before) / (time.monotonic() - idle_start)
         full = ours(server, clip, args.readrate, idle_rate)
         video = ours(server, video_only, args.readrate, idle_rate)
+        reencoded = ours(server, b_frames, 1.0, idle_rate)  # real time: the encoder keeps up
     finally:
         server.stop()
     pub = publisher_alone(clip, args.readrate)
@@ -164,6 +170,7 @@ def main() -> None:
     rows = [
         ("ours: H.264 + AAC (AAC -> Opus)", full["net"], full["wall"]),
         ("ours: H.264 only", video["net"], video["wall"]),
+        ("ours: H.264 B-frames (re-encoded) + AAC", reencoded["net"], reencoded["wall"]),
         ("ffmpeg -listen -c copy -f flv", remux_listener, remux["wall"]),
         ("  ffmpeg less its start-up (-t 0)", max(0.0, remux_listener - startup), 0.0),
     ]
@@ -171,16 +178,19 @@ def main() -> None:
           f"publisher at {args.readrate:g}x, {platform.processor() or platform.machine()}")
     print(f"server idle CPU: {idle_rate * 1000:.1f} ms/s (taken off ours); publisher alone: {pub:.3f} s "
           "(taken off ffmpeg's)")
-    print(f"{'':36} {'CPU s':>8} {'ms CPU / media s':>17} {'vs ffmpeg':>10} {'wall s':>7}")
+    print(f"{'':42} {'CPU s':>8} {'ms CPU / media s':>17} {'vs ffmpeg':>10} {'wall s':>7}")
     for label, cpu, wall in rows:
         ratio = f"{cpu / remux_listener:.2f}x" if remux_listener and not label.startswith("  ") else ""
-        print(f"{label:36} {cpu:8.3f} {cpu / seconds * 1000:17.2f} {ratio:>10} {wall:7.1f}")
+        print(f"{label:42} {cpu:8.3f} {cpu / seconds * 1000:17.2f} {ratio:>10} {wall:7.1f}")
     print(f"ingested: {full['video_frames']:.0f} video frames (of {seconds * 30:.0f}), "
-          f"{full['audio_frames']:.0f} AAC frames (of {seconds * 44100 / 1024:.0f})")
+          f"{full['audio_frames']:.0f} AAC frames (of {seconds * 44100 / 1024:.0f}); B-frames clip (at 1x): "
+          f"{reencoded['reencoded']:.0f} of {reencoded['video_frames']:.0f} frames re-encoded")
     print(json.dumps({
         "bench": "rtmp", "size": args.size, "media_seconds": seconds, "readrate": args.readrate,
         "ours_ms_per_media_s": round(full["net"] / seconds * 1000, 2),
         "ours_video_only_ms_per_media_s": round(video["net"] / seconds * 1000, 2),
+        "ours_b_frames_reencoded_ms_per_media_s": round(reencoded["net"] / seconds * 1000, 2),
+        "b_frames_reencoded_frames": reencoded["reencoded"],
         "ffmpeg_copy_ms_per_media_s": round(remux_listener / seconds * 1000, 2),
         "ratio_vs_ffmpeg": round(full["net"] / remux_listener, 2) if remux_listener else None,
         "ratio_video_only_vs_ffmpeg": round(video["net"] / remux_listener, 2) if remux_listener else None,

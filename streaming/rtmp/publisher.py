@@ -214,7 +214,8 @@ class RtmpPublisher(asyncio.Protocol):
         ingest = self.ingest
         if ingest is not None and not ingest.closed:
             ingest.close()
-            self.service.count(ingest.stats.video_frames, ingest.stats.audio_frames, ingest.stats.bytes)
+            reencoded = ingest.video_transcoder.stats.frames_out if ingest.video_transcoder is not None else 0
+            self.service.count(ingest.stats.video_frames, ingest.stats.audio_frames, ingest.stats.bytes, reencoded)
         stream = self.stream
         if stream is None:
             return

@@ -43,7 +43,8 @@ class RtmpService:
         self.end_viewers = end_viewers  # the viewers of an ended stream get their status
         self.connections: set[RtmpPublisher] = set()
         self.published_total = 0
-        self.ingested = {"videoFrames": 0, "audioFrames": 0, "bytes": 0}  # of publishers that ended
+        # of publishers that ended; reencodedFrames: video frames out of B-frame re-encoding
+        self.ingested = {"videoFrames": 0, "audioFrames": 0, "bytes": 0, "reencodedFrames": 0}
         self._server: asyncio.base_events.Server | None = None
 
     @staticmethod
@@ -124,11 +125,12 @@ class RtmpService:
                 "publishing": sum(1 for c in self.connections if c.status == "PUBLISHING"),
                 "published": self.published_total, **totals}
 
-    def count(self, video_frames: int, audio_frames: int, size: int) -> None:
+    def count(self, video_frames: int, audio_frames: int, size: int, reencoded: int = 0) -> None:
         """What a publisher that ended brought in (for /health)."""
         self.ingested["videoFrames"] += video_frames
         self.ingested["audioFrames"] += audio_frames
         self.ingested["bytes"] += size
+        self.ingested["reencodedFrames"] += reencoded
 
 
 def _error(status: int, info: str) -> web.Response:
