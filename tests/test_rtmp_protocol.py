@@ -374,3 +374,14 @@ def test_client_rejects_a_server_that_is_not_rtmp() -> None:
     client = PublishClient(PublishTarget.parse("rtmp://h/live/x"))
     (event,) = client.receive(b"HTTP/1.1 400 Bad Request\r\n")
     assert isinstance(event, ProtocolViolation) and "version 72" in event.reason
+
+
+def test_bytes_of_messages_in_progress_are_bounded() -> None:
+    reader = ChunkReader(max_message_bytes=1000)
+    reader.chunk_size = 500
+    writer = ChunkWriter()
+    writer.chunk_size = 500
+    first_chunks = [writer.write(10 + k, 9, 1, 0, bytes(900))[:12 + 500] for k in range(5)]
+    assert reader.feed(b"".join(first_chunks[:4])) == [] and reader.buffered == 2000
+    with pytest.raises(ChunkError, match="more than 2000 bytes of messages in progress"):
+        reader.feed(first_chunks[4])

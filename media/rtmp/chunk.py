@@ -3,7 +3,8 @@
 ChunkReader takes bytes as they arrive and returns complete messages; ChunkWriter cuts messages into
 chunks. No I/O. The reader bounds what a peer can make it hold: the chunk size it accepts
 (MAX_CHUNK_SIZE), the size of one message (`max_message_bytes`), the number of chunk streams with a
-message in progress, and the number of chunk streams it remembers. Anything malformed raises
+message in progress and their bytes (twice `max_message_bytes`), and the number of chunk streams it
+remembers. Anything malformed raises
 ChunkError, after which the reader is not usable (the connection is to be closed).
 """
 
@@ -52,6 +53,7 @@ class ChunkReader:
         self.max_message_bytes = max_message_bytes
         self._streams: dict[int, _ChunkStream] = {}
         self._buffer = bytearray()
+        self._open_bytes = 0  # bytes of the messages in progress
         self.bytes_received = 0
 
     def set_chunk_size(self, size: int) -> None:
@@ -63,12 +65,13 @@ class ChunkReader:
     def abort(self, chunk_stream: int) -> None:
         """The peer's Abort Message: the message in progress on that chunk stream is dropped."""
         state = self._streams.get(chunk_stream)
-        if state is not None:
+        if state is not None and state.body is not None:
+            self._open_bytes -= len(state.body)
             state.body = None
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer) + sum(len(s.body) for s in self._streams.values() if s.body is not None)
+        return len(self._buffer) + self._open_bytes
 
     def feed(self, data: bytes) -> list[Message]:
         """The complete messages `data` finishes, in order. Set Chunk Size and Abort (protocol control
@@ -175,10 +178,14 @@ class ChunkReader:
             state.body = bytearray()
         assert state.body is not None
         state.body += buf[pos:pos + size]
+        self._open_bytes += size
+        if self._open_bytes > 2 * self.max_message_bytes:
+            raise ChunkError(f"more than {2 * self.max_message_bytes} bytes of messages in progress")
         pos += size
         if len(state.body) < state.length:
             return pos, None
         body, state.body = bytes(state.body), None
+        self._open_bytes -= len(body)
         return pos, Message(state.type_id, state.stream_id, state.timestamp, body, csid)
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 NAME_IN_USE = "Stream name is already in use"
 RESTRICTED = "Restricted access"
 STOPPED_BY_PUBLISHER = "Stopped by publisher stop"
+MAX_PENDING_BYTES = 16 << 20  # media kept while the backend decides
 MAX_WRITE_BUFFER = 1 << 20  # bytes of answers waiting for a client that does not read
 
 
@@ -57,6 +58,7 @@ class RtmpPublisher(asyncio.Protocol):
         self.created_at = service.now()
         self.closed = False
         self._pending: list[Media] = []  # media that came while the backend decides
+        self._pending_bytes = 0
         self._watchdog: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------
@@ -144,7 +146,7 @@ class RtmpPublisher(asyncio.Protocol):
         self._flush()
         log.info("rtmp %s: publishing %r (app %r)", self.peer, request.name, request.app)
         self._report("StreamStatusEvent", self._body("PUBLISHING"))
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
         now = service.now()
         for media in pending:
             self._media(media, now)
@@ -162,8 +164,9 @@ class RtmpPublisher(asyncio.Protocol):
     def _media(self, media: Media, now: float) -> None:
         ingest = self.ingest
         if ingest is None:
-            if self.status == "PENDING" and len(self._pending) < 512:
+            if self.status == "PENDING" and len(self._pending) < 512 and self._pending_bytes < MAX_PENDING_BYTES:
                 self._pending.append(media)  # the backend is deciding: keep the start (configs, keyframe)
+                self._pending_bytes += len(media.body)
             return
         try:
             ingest.on_media(media.kind, media.timestamp, media.body, now)
