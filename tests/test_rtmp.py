@@ -21,7 +21,7 @@ from media.rtmp.chunk import ChunkWriter
 from streaming.client import Session
 from streaming.client.session import StreamFailed
 from tests.support.backend import Backend
-from tests.support.rtmp_client import IDR, Publisher, audio_body, video_body
+from tests.support.rtmp_client import IDR, Publisher, audio_body, real_h264, video_body
 from tests.support.rtmp_peers import (  # noqa: F401
     FfmpegPublisher,
     clip_fixture,
@@ -193,21 +193,29 @@ def test_silent_and_truncated_clients_time_out(rtmp_server: ServerProcess) -> No
 
 
 async def test_a_publisher_that_vanishes_ends_its_stream(rtmp_server: ServerProcess, backend: Backend) -> None:
-    """A raw publisher sends a second of media and its socket is cut: viewers are stopped, the backend
-    gets UNPUBLISHED, and the name is free again."""
+    """A raw publisher sends two seconds of H.264 and its socket is cut mid-message: the viewer is stopped,
+    the backend gets UNPUBLISHED, and the name is free again."""
     client = Publisher(chunk_size=4096)
+    config, frames = real_h264(3.0)
     sock = await asyncio.to_thread(_connect, rtmp_server)
     try:
         sock.sendall(client.start("gone"))
         await asyncio.to_thread(backend.wait_for, "StreamStatusEvent",
                                 lambda c: c.body["name"] == "gone" and c.body["status"] == "PUBLISHING")
-        sock.sendall(client.media(seconds=1.0))
+        sock.sendall(client.video(0, config) + b"".join(
+            client.video(k * 1000 // 30, video_body("nalus", nals, keyframe)) for k, (keyframe, nals) in
+            enumerate(frames[:60])))
         await asyncio.to_thread(wait_until, lambda: rest(rtmp_server, "/rest-api/rtmp/find_all")[0] == 200
-                                and rest(rtmp_server, "/rest-api/rtmp/find_all")[1][0]["videoFrames"] >= 30,
+                                and rest(rtmp_server, "/rest-api/rtmp/find_all")[1][0]["videoFrames"] >= 60,
                                 10, "the media in")
         async with Session.connect(rtmp_server.ws_url) as session:
             player = await session.play("gone", audio=False)
-            sock.sendall(client.video(1100, video_body("nalus", [IDR]))[:-20])  # cut mid-message
+            for k in range(60, 90):  # a second more, paced, so the viewer has pictures
+                keyframe, nals = frames[k]
+                sock.sendall(client.video(k * 1000 // 30, video_body("nalus", nals, keyframe)))
+                await asyncio.sleep(1 / 30)
+            await player.wait_frames(15, timeout=10)
+            sock.sendall(client.video(3000, video_body("nalus", [IDR]))[:-20])  # cut mid-message
             sock.close()
             await asyncio.to_thread(wait_until, lambda: player.status == "STOPPED", 10, "the viewer STOPPED")
             assert player.info == "Stopped by publisher stop"

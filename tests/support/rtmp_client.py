@@ -87,3 +87,18 @@ class Publisher:
 
     def unpublish(self, key: str = "cam1") -> bytes:
         return self.command("FCUnpublish", 6, None, key) + self.command("deleteStream", 7, None, 1.0)
+
+
+def real_h264(seconds: float, fps: int = 30) -> tuple[bytes, list[tuple[bool, list[bytes]]]]:
+    """Decodable H.264 (320x240 numbered pictures, a keyframe a second): the video config body, and per
+    frame (keyframe, NAL units without SPS/PPS), as an encoder sends them over RTMP."""
+    from tests.support.media_gen import encode_video
+
+    samples = encode_video("H264", 320, 240, frames=int(seconds * fps), fps=fps, keyframe_interval=fps)
+    nals = [[n.lstrip(b"\x00") for n in s.data.split(b"\x00\x00\x01") if n.strip(b"\x00")] for s in samples]
+    sps = next(n for n in nals[0] if n[0] & 0x1F == 7)
+    pps = next(n for n in nals[0] if n[0] & 0x1F == 8)
+    config = bytes((0x17, 0)) + bytes(3) + avc_config(sps, pps)
+    frames = [(s.keyframe, [n for n in units if n[0] & 0x1F not in (7, 8)]) for s, units in zip(samples, nals,
+                                                                                               strict=True)]
+    return config, frames
