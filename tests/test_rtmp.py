@@ -282,3 +282,21 @@ async def test_b_frames_as_obs_sends_them_are_re_encoded(rtmp_server: ServerProc
         assert frames >= 28 * result["duration"] / 1000, (frames, result)  # 30 fps, every picture
     finally:
         publisher.kill()
+
+
+async def test_media_sent_before_the_backend_answers_is_kept(rtmp_server: ServerProcess, backend: Backend) -> None:
+    """An encoder that does not wait for NetStream.Publish.Start: what it sends while the backend decides
+    (the decoder configuration first of all) is kept and goes in once the publish is accepted."""
+    backend.on("publishStream", delay=1.0)
+    client = Publisher(chunk_size=4096)
+    config, frames = real_h264(2.0)
+    with _connect(rtmp_server) as sock:
+        sock.sendall(client.start("eager") + client.video(0, config) + b"".join(
+            client.video(k * 1000 // 30, video_body("nalus", nals, keyframe)) for k, (keyframe, nals) in
+            enumerate(frames)))
+        found = await asyncio.to_thread(
+            wait_until, lambda: rest(rtmp_server, "/rest-api/rtmp/find_all")[0] == 200
+            and rest(rtmp_server, "/rest-api/rtmp/find_all")[1][0].get("videoFrames") == 60
+            and rest(rtmp_server, "/rest-api/rtmp/find_all")[1][0], 10, "the early media in")
+        assert [(t["kind"], t["codec"]) for t in found["tracks"]] == [("video", "H264")]
+        assert found["tracks"][0]["keyframes"] == 2

@@ -199,8 +199,9 @@ def test_publish_session(step: int) -> None:
     request = events[1]
     assert isinstance(request, PublishRequested)
     assert (request.name, request.query, request.app, request.stream_id) == ("cam1", "token=abc", "live", 1)
-    # media before the decision is not handed out; the decision is answered
-    assert not [e for e in _session(conn, client.video(0, video_body("config")), step) if isinstance(e, Media)]
+    # media before the decision is handed out (the caller keeps it until it decides); the decision is answered
+    early = [e for e in _session(conn, client.video(0, video_body("config")), step) if isinstance(e, Media)]
+    assert [(m.kind, m.timestamp) for m in early] == [("video", 0)]
     conn.accept_publish()
     sent = conn.data_to_send()
     codes = [c[3]["code"] for c in _commands(sent) if c[0] in ("onStatus", "_result") and len(c) > 3

@@ -8,9 +8,10 @@ control, and the NetConnection / NetStream commands of a publisher.
 Events, in order: Connected (connect: the app name and tcUrl; answered at once), PublishRequested
 (publish on a stream made by createStream: the caller answers with accept_publish() or
 refuse_publish()), Media (an audio or video message of the published stream, FLV tag body and
-timestamp), Metadata (@setDataFrame onMetaData), Unpublished (FCUnpublish, closeStream, deleteStream of
-the published stream), ProtocolViolation (anything that ends the connection: the caller logs the reason
-and closes; receive() returns nothing after it). Play requests are refused: this server only ingests.
+timestamp; also while the caller decides, since some encoders do not wait for the answer), Metadata
+(@setDataFrame onMetaData), Unpublished (FCUnpublish, closeStream, deleteStream of the published
+stream), ProtocolViolation (anything that ends the connection: the caller logs the reason and closes;
+receive() returns nothing after it). Play requests are refused: this server only ingests.
 
 Answers follow what FFmpeg, OBS and nginx-rtmp expect: Window Acknowledgement Size, Set Peer
 Bandwidth, Set Chunk Size and Stream Begin with connect's _result; onFCPublish for FCPublish;
@@ -138,7 +139,7 @@ class ServerConnection:
         kind = message.type_id
         if kind in (AUDIO, VIDEO):
             published = self.publishing
-            if published is not None and self.accepted and message.stream_id == published.stream_id:
+            if published is not None and message.stream_id == published.stream_id:
                 if message.payload:
                     events.append(Media("audio" if kind == AUDIO else "video", message.timestamp, message.payload))
             return

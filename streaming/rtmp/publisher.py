@@ -59,6 +59,7 @@ class RtmpPublisher(asyncio.Protocol):
         self.closed = False
         self._pending: list[Media] = []  # media that came while the backend decides
         self._pending_bytes = 0
+        self._metadata: dict[str, Any] | None = None  # onMetaData that came before the ingest
         self._watchdog: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------
@@ -108,8 +109,6 @@ class RtmpPublisher(asyncio.Protocol):
             self._finish("UNPUBLISHED" if self.status == "PUBLISHING" else "FAILED", reason)
 
     # -- steps -----------------------------------------------------------------------------------------
-
-    _metadata: dict[str, Any] | None = None
 
     async def _authorize(self, request: PublishRequested) -> None:
         service = self.service
