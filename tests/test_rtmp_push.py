@@ -177,3 +177,23 @@ async def test_a_silent_rtmp_server_ends_the_push(start_server: Callable[..., Se
             assert time.monotonic() - started < 1.0
     finally:
         silent.close()
+
+
+async def test_push_to_our_own_ingest_republishes_the_stream(server: ServerProcess) -> None:
+    """The demo page's default rtmpUrl is the server itself (rtmp://localhost:1935/live): the stream comes
+    back as rtmp_{name}, H.264 and AAC through our client and our ingest, and plays like any other."""
+    async with Session.connect(server.ws_url) as session:
+        await session.publish("loop", codec="H264")
+        code, push = rest(server, "/rest-api/push/startup", {"streamName": "loop",
+                                                             "rtmpUrl": server.urls["rtmp"] + "/live"})
+        assert code == 200, push
+        def republished() -> list[dict[str, Any]]:
+            code, found = rest(server, "/rest-api/rtmp/find_all")
+            return [s for s in (found if code == 200 else []) if s.get("name") == "rtmp_loop"
+                    and len(s.get("tracks", [])) == 2 and all(t["packets"] for t in s["tracks"])]
+
+        found = await asyncio.to_thread(wait_until, republished, 20, "rtmp_loop")
+        assert {(t["kind"], t["codec"]) for t in found[0]["tracks"]} == {("video", "H264"), ("audio", "opus")}
+        player = await session.play("rtmp_loop")
+        await player.wait_frames(20, timeout=20)
+        await player.wait_frames(20, timeout=20, kind="audio")
