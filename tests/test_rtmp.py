@@ -74,6 +74,8 @@ async def test_ffmpeg_publishes_and_every_output_plays(rtmp_server: ServerProces
     await asyncio.to_thread(backend.wait_for, "StreamStatusEvent",
                             lambda c: c.body["name"] == "cam1" and c.body["status"] == "PUBLISHING")
     await asyncio.to_thread(wait_until, lambda: rtmp_stream(server, "cam1"), 15, "both tracks flowing")
+    code, listed = rest(server, "/rest-api/stream/find", {"name": "cam1", "published": True})
+    assert code == 200 and [(s["mediaProvider"], s["status"]) for s in listed] == [("RTMP", "PUBLISHING")]
 
     # WebRTC: H.264 as it came, AAC as Opus, both decoded by the player
     async with Session.connect(server.ws_url) as session:

@@ -288,8 +288,9 @@ class RtmpPublisher(asyncio.Protocol):
     def describe(self) -> dict[str, Any]:
         request = self.request
         out: dict[str, Any] = {"mediaSessionId": self.id, "name": request.name if request else None,
-                               "rtmpApp": request.app if request else None, "status": self.status,
-                               "info": self.info, "remoteAddress": self.peer, "mediaProvider": "RTMP"}
+                               "published": True, "status": self.status, "info": self.info,
+                               "sessionId": self.session_id, "appKey": self.app_key, "mediaProvider": "RTMP",
+                               "rtmpApp": request.app if request else None, "remoteAddress": self.peer}
         if self.ingest is not None:
             out.update(self.ingest.describe())
         return out
