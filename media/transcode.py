@@ -98,7 +98,7 @@ VP8_CPU_USED = {"ultrafast": 16, "superfast": 12, "veryfast": 8, "faster": 6, "f
 
 VIDEO_ENCODERS = {"H264": "libx264", "VP8": "libvpx"}
 AUDIO_ENCODERS = {"AAC": "aac", "opus": "libopus"}
-DECODERS = {"H264": "h264", "VP8": "vp8", "opus": "opus"}
+DECODERS = {"H264": "h264", "VP8": "vp8", "opus": "opus", "AAC": "aac"}
 ENCODER_PRIMING = {"aac": 1024, "libopus": 312}  # samples before the first input sample (initial_padding)
 _CODEC_NAMES = {"h264": "H264", "vp8": "VP8", "aac": "AAC", "opus": "opus"}
 _VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
@@ -543,6 +543,8 @@ class _AudioWork:
         packet = av.Packet(frame.data)
         packet.pts = frame.pts
         packet.time_base = fractions.Fraction(1, frame.clock_rate)
+        if frame.extradata and self.decoder.extradata is None:
+            self.decoder.extradata = frame.extradata  # AAC: its AudioSpecificConfig, before the first decode
         try:
             decoded = self.decoder.decode(packet)
         except av.FFmpegError:

@@ -86,6 +86,8 @@ if [ $want_test = 1 ]; then
     apt_install gstreamer1.0-nice gir1.2-gst-plugins-bad-1.0
     # An independent reader of the pcap captures of no_media bug reports.
     apt_install tcpdump
+    # An RTMP server receiving our pushes (nginx with its RTMP module, started by the tests themselves).
+    apt_install nginx libnginx-mod-rtmp
     command -v npm >/dev/null || apt_install npm
     if websdk_missing; then
         say "installing the official WebSDK from npm"

@@ -295,6 +295,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rtsp.pull_allowed_hosts", [], _allowed_hosts,
             "hosts that may be pulled: names (*.example.com for subdomains), addresses, networks (CIDR); "
             "separated by commas or a TOML list (default: any host)"),
+    Setting("rtmp.enabled", True, _bool, "accept RTMP publishers (ffmpeg, OBS) on rtmp.port"),
+    Setting("rtmp.port", 1935, _port, "RTMP ingest port: rtmp://host:PORT/{app}/{stream key} (0: any free port)"),
+    Setting("rtmp.app_key", "defaultApp", _text,
+            "application whose backend authorizes RTMP publishers (publishStream hook)"),
+    Setting("rtmp.timeout", 10.0, _positive_float,
+            "seconds without data from an RTMP publisher (or to finish its handshake) before it is dropped"),
+    Setting("rtmp.max_message_bytes", 8 * 1024 * 1024, _positive_int,
+            "largest RTMP message a publisher may send (a video frame); larger ones close its connection"),
+    Setting("rtmp.push_prefix", "rtmp_", lambda v: str(v),
+            "put before the stream name when a push's rtmpUrl is not a full URL (WCS: rtmp_)"),
+    Setting("rtmp.push_timeout", 10.0, _positive_float,
+            "seconds an RTMP server a stream is pushed to has to connect, accept the publish or take data"),
     Setting("transcoding.enabled", True, _bool,
             "transcode for viewers that need another codec or size; off: they fail with "
             "'Transcoding required, but disabled'"),

@@ -100,13 +100,14 @@ def build_app(server: Server) -> web.Application:
     @routes.post("/rest-api/stream/find_all")
     async def stream_find_all(request: web.Request) -> web.Response:
         await _json_body(request)
-        found = server.streams.describe()
+        found = server.streams.describe() + server.rtmp.describe()  # RTMP publishers too
         return _listing(found, "No streams")
 
     @routes.post("/rest-api/stream/find")
     async def stream_find(request: web.Request) -> web.Response:
         body = await _json_body(request)
-        found = [s for s in server.streams.describe() if all(s.get(k) == v for k, v in body.items())]
+        found = [s for s in server.streams.describe() + server.rtmp.describe()
+                 if all(s.get(k) == v for k, v in body.items())]
         return _listing(found, "Stream not found")
 
     # -- RTSP pulls (the WebSDK's rest module: rtsp.pull/find/findAll/terminate) ----------------
@@ -213,6 +214,8 @@ def build_app(server: Server) -> web.Application:
     server.recording.add_routes(app)  # /rest-api/recorder/..., /rest-api/record/..., /client/records/
     whip.add_routes(app, server)  # /whip/{name}, /whep/{name} and their sessions (streaming/whip.py)
     dashboard.add_routes(app, server)  # /dashboard and /rest-api/dashboard/streams (streaming/dashboard.py)
+    server.pushes.add_routes(app)  # /rest-api/push/...
+    server.rtmp.add_routes(app)  # /rest-api/rtmp/...
     websdk = server.websdk_dir()
     if websdk is not None:
         app.router.add_static("/websdk/", websdk, follow_symlinks=False, show_index=False)

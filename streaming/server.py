@@ -32,11 +32,13 @@ from .keepalive import StreamKeepAlive
 from .metrics import Metrics
 from .recording import RecordingService
 from .rest_config import default_method_config
+from .rtmp import RtmpService, RtmpSettings
+from .rtmp.push import PushService
 from .rtsp_pull import PullService, PullSettings
 from .rtsp_server import RtspService
 from .session import Session, SessionRegistry
 from .snapshots import SnapshotService
-from .streams import StreamService
+from .streams import StreamService, validate_name
 from .ws import ClientConnection, ConnectionServices, Handler
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,14 @@ class Server:
         self.hls = HlsService(config, self.transcoders, self.streams.published, self.authorize_viewer, self.media.now)
         self.recording = RecordingService(config, self.streams, self.media.now)
         self.rtsp = RtspService(config, self.media, self.streams.published, self.authorize_viewer)
+        self.rtmp = RtmpService(RtmpSettings.from_config(config), node_id=config.node_id, apps=self.apps,
+                                hooks=self.hooks, hooks_timeout=config["hooks.timeout"], registry=registry,
+                                core=self.media, transcoders=self.transcoders, validate_name=validate_name,
+                                on_published=self.stream_published,
+                                end_viewers=lambda stream, info: self.streams.end_viewers(stream, info))
+        self.streams.sources.append(self.rtmp.stream)
+        self.pushes = PushService(self.streams.published, self.transcoders, self.media.now,
+                                  prefix=config["rtmp.push_prefix"], timeout=config["rtmp.push_timeout"])
         self.handlers: dict[str, Handler] = dict(self.streams.handlers())
         self.events = StreamEvents(self.streams, self.hooks, self.sessions.get, config.node_id,
                                    max_payload=config["data.max_payload_bytes"])
@@ -137,6 +147,9 @@ class Server:
             await self.rtsp.shutdown()
             log.warning("RTSP is off: port %d needs root or CAP_NET_BIND_SERVICE; set rtsp.port (e.g. 8554)",
                         self.config["rtsp.port"])
+        if self.config["rtmp.enabled"]:
+            rtmp_port = await self.rtmp.start(bind, self.config["rtmp.port"])
+            self.urls["rtmp"] = f"rtmp://{_host_for_url(bind)}:{rtmp_port}"
         return self.urls
 
     async def _listen(self, app: web.Application, host: str, port: int,
@@ -159,6 +172,8 @@ class Server:
         await self.pulls.shutdown()
         await self.hls.shutdown()
         await self.rtsp.shutdown()
+        await self.rtmp.shutdown()
+        await self.pushes.shutdown()
         for session in self.sessions.all():
             await self.sessions.close(session, "Server shutdown")
         await self.recording.shutdown()
@@ -201,6 +216,8 @@ class Server:
             "recordings": self.recording.snapshot(),
             "rtsp": self.rtsp.snapshot(),
             "rtspPulls": len(self.pulls),
+            "rtmp": self.rtmp.snapshot(),
+            "rtmpPushes": len(self.pushes),
             "snapshots": self.snapshots.describe(),
             "streamEvents": {"sent": self.events.sent, "keepAlives": self.keepalive.sent,
                              "terminatedByKeepAlive": self.keepalive.terminated,
@@ -257,6 +274,7 @@ class Server:
         stream.depacketize = self.depacketize
         self.hls.stream_published(stream)
         self.recording.stream_published(stream)
+        self.pushes.stream_published(stream, self.streams.publisher(stream.name))
 
     def stream_unpublished(self, stream: Stream) -> None:
         """The outputs (HLS, recordings, transcoders, frame taps) learn the end from the stream itself

@@ -70,6 +70,7 @@ class MediaSession:
     video_state: dict[str, Any] = field(default_factory=lambda: {"muted": False})
     record: bool = False  # being recorded (streaming/recording.py)
     record_name: str | None = None  # its file in the records folder, once there is one
+    rtmp_url: str | None = None  # publishStream's rtmpUrl: pushed there once published (streaming/rtmp)
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -187,6 +188,8 @@ class StreamService:
         self._publishers: dict[str, MediaSession] = {}  # by stream name
         self.activity_timeout = activity_timeout
         self._watchdog: asyncio.Task[None] | None = None
+        # Publishers that are not clients (RTMP): the stream of a name, or None.
+        self.sources: list[Callable[[str], Stream | None]] = []
 
     def start(self) -> None:
         self._watchdog = asyncio.get_running_loop().create_task(self._watch_activity())
@@ -228,6 +231,8 @@ class StreamService:
         if decided is None:
             return
         obj = decided
+        rtmp_url = obj.get("rtmpUrl")  # the backend may set or change it (OVERWRITE)
+        ms.rtmp_url = rtmp_url if isinstance(rtmp_url, str) and rtmp_url else None
         try:
             stream = self.registry.claim(ms.name)
         except StreamNameInUse:
@@ -264,12 +269,14 @@ class StreamService:
             publisher = self._publishers.get(ms.name)
             ok = publisher is not None and not publisher.ended and publisher.stream is not None
             stream = publisher.stream if ok and publisher is not None else None
+            if publisher is None:
+                stream = self.source(ms.name)
             if stream is None or not stream.tracks:
                 await self._fail(ms, NOT_FOUND)
                 return
-            assert publisher is not None
-            publisher.viewers.add(ms)
-            ms.audio_state, ms.video_state = dict(publisher.audio_state), dict(publisher.video_state)
+            if publisher is not None:
+                publisher.viewers.add(ms)
+                ms.audio_state, ms.video_state = dict(publisher.audio_state), dict(publisher.video_state)
         if stream is None or ms.ended:
             return
         ms.stream = stream
@@ -516,8 +523,16 @@ class StreamService:
         """The stream of that name if its publisher is connected and sending, else None."""
         ms = self._publishers.get(name)
         if ms is None or ms.status != "PUBLISHING" or ms.stream is None or ms.stream.closed:
-            return self.pulls.stream(name)
+            return self.pulls.stream(name) or self.source(name)
         return ms.stream
+
+    def source(self, name: str) -> Stream | None:
+        """The stream a publisher that is not a client (RTMP) publishes under `name`, else None."""
+        for source in self.sources:
+            stream = source(name)
+            if stream is not None:
+                return stream
+        return None
 
     # -- for stream events, keep-alive and snapshots (streaming/events.py ...) --------------------
 
