@@ -47,6 +47,7 @@ MAX_UDP_BUFFERED = 4 << 20  # bytes queued on the shared UDP socket before packe
 MAX_QUEUED_REQUESTS = 8  # pipelined requests read ahead before the connection stops being read
 SPS_WAIT = 2.0  # seconds DESCRIBE waits for an H.264 stream's parameter sets (else SDP without them)
 WATCH_INTERVAL = 0.5
+LINGER = 2.0  # seconds an error-answered connection reads and drops what the client still sends
 
 
 @dataclass
@@ -286,6 +287,7 @@ class RtspConnection(asyncio.Protocol):
         self._paused = False
         self._authorized: set[str] = set()  # stream names the backend allowed
         self._blocked = False  # asyncio holds unsent bytes of this connection
+        self._discarding = False  # an error was answered: the connection is closing
         self.last_data = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
@@ -307,6 +309,8 @@ class RtspConnection(asyncio.Protocol):
         self._worker = asyncio.get_running_loop().create_task(self._work())
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:  # answered with an error and closing: the rest is not read
+            return
         now = self.last_data = self.service.media.now()
         for session in self.machine.sessions.values():
             session.last_activity = now  # any data on the connection: the client is alive
@@ -333,6 +337,24 @@ class RtspConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def _close_after_answer(self) -> None:
+        """Close after an error answer without losing it: the answer goes out followed by our FIN, and what
+        the client is still sending (the rest of a huge header) is read and thrown away until it closes
+        too, for at most LINGER seconds. Closing a socket with unread input makes the kernel send a reset,
+        which can destroy the answer before the client has read it."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._discarding = True
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
+        asyncio.get_running_loop().call_later(LINGER, self.close)
 
     # -- liveness ----------------------------------------------------------------------------------
 
@@ -372,7 +394,7 @@ class RtspConnection(asyncio.Protocol):
                 log.info("RTSP connection from %s: %s (%d)", self.peer, event.reason, event.status)
                 self._send(response(event.status, event.cseq, [("Content-Type", "text/plain")],
                                     f"{event.reason}\n".encode()))
-                self.close()
+                self._close_after_answer()
                 return
             self.service.stats.requests += 1
             try:

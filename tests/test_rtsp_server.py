@@ -352,6 +352,23 @@ async def test_hostile_input_gets_clear_answers_and_a_playing_client_is_unaffect
     assert float(probed["format"]["duration"]) >= 5.0 and int(video["nb_read_frames"]) >= 5 * 15
 
 
+async def test_an_error_answer_survives_a_client_that_goes_on_sending(
+        start_server: Callable[..., ServerProcess]) -> None:
+    """A client still sending the rest of a huge request when it is answered (431) reads the answer and
+    then a clean end, not a reset: the server reads and drops what follows its answer before closing."""
+    server = start_server(RTSP)
+    client = await RawClient.open(server)
+    # Far beyond the header limit, sent in one go and followed by more: whatever the server has not read
+    # when it answers is still arriving when it closes.
+    await client.send_raw(b"DESCRIBE " + rtsp_url(server).encode() + b" RTSP/1.0\r\nCSeq: 1\r\nX-Pad: "
+                          + b"a" * 400_000)
+    status, _headers, _body = await client.response()
+    assert status == 431
+    assert await client.closed_by_server(10)
+    client.close()
+    assert health(server)["rtsp"] is not None  # and the server goes on
+
+
 async def test_a_client_that_does_not_read_is_dropped_and_counted_and_others_play_on(
         start_server: Callable[..., ServerProcess]) -> None:
     server = start_server(RTSP)
