@@ -192,11 +192,8 @@ class Peer:
     def addresses(self) -> tuple[tuple[str, int], tuple[str, int]] | None:
         """(local, remote) address of the connected candidate pair, None before (what a capture of the
         peer's packets is labelled with)."""
-        dtls = self._dtls
-        if dtls is None or dtls._state is not State.CONNECTED:
-            return None
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None or pair.protocol.transport is None:
+        pair = self._nominated_pair()
+        if pair is None:
             return None
         local = pair.protocol.transport.get_extra_info("sockname")
         return (str(local[0]), int(local[1])), (str(pair.remote_addr[0]), int(pair.remote_addr[1]))
@@ -318,16 +315,24 @@ class Peer:
         dtls._handle_rtp_data = handle_rtp  # type: ignore[method-assign]
         dtls._handle_rtcp_data = handle_rtcp  # type: ignore[method-assign]
 
+    def _nominated_pair(self) -> Any:
+        """The connected ICE candidate pair (RTP component) with a live socket, None before."""
+        dtls = self._dtls
+        if dtls is None or dtls._state is not State.CONNECTED:
+            return None
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return None
+        return pair
+
     # -- sending -----------------------------------------------------------------------------------
 
     def _resolve_route(self) -> tuple[Any, Any, Any] | None:
         """(datagram transport, remote address, SRTP session) once connected, else None. Resolved once
         per connection state: per packet, only the send itself remains."""
         dtls = self._dtls
-        if dtls is None or dtls._state is not State.CONNECTED:
-            return None
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None or pair.protocol.transport is None:
+        pair = self._nominated_pair()
+        if dtls is None or pair is None:
             return None
         _roomy(dtls._tx_srtp)
         transport = pair.protocol.transport
