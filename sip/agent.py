@@ -138,10 +138,10 @@ class UserAgent:
         if peer is None:
             peer = await self.peer_for()
         self.auth.authorize(request)
-        for _attempt in range(3):
+        for attempt in range(3):
             response = await self.stack.transact(request, peer, on_provisional=on_provisional,
                                                  on_late_2xx=on_late_2xx)
-            if response.status not in (401, 407) or not self.auth.challenged(response):
+            if response.status not in (401, 407) or not self.auth.challenged(response, attempt > 0):
                 return response
             request = _next_attempt(request, self.stack.via(peer.transport))
             self.auth.authorize(request)

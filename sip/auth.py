@@ -85,9 +85,10 @@ class DigestClient:
     password: str
     _challenges: dict[str, _Challenge] = field(default_factory=dict)  # by realm
 
-    def challenged(self, response: Response) -> bool:
-        """Take the challenges of a 401/407. False when they cannot be answered (unsupported algorithm,
-        or the same nonce again without stale=true: the credentials were refused)."""
+    def challenged(self, response: Response, retry: bool = False) -> bool:
+        """Take the challenges of a 401/407. False when they cannot be answered: an unsupported
+        algorithm, or (`retry`: this request already carried our answer) the same nonce again without
+        stale=true, which means the credentials were refused."""
         usable = False
         for header, answer in (("WWW-Authenticate", "Authorization"), ("Proxy-Authenticate", "Proxy-Authorization")):
             for value in response.headers.get_all(header):
@@ -102,7 +103,7 @@ class DigestClient:
                 if qops and "auth" not in qops:
                     continue
                 old = self._challenges.get(params["realm"])
-                if old is not None and old.params.get("nonce") == params["nonce"] \
+                if retry and old is not None and old.params.get("nonce") == params["nonce"] \
                         and params.get("stale", "").lower() != "true":
                     return False
                 if old is not None and old.params.get("algorithm", "MD5").upper() == "SHA-256" \

@@ -217,7 +217,7 @@ class Baresip:
         (self.dir / "accounts").write_text(
             f"<sip:{self.user}@{self.domain}:{self.registrar_port};transport=udp>;auth_pass={self.password};"
             f"answermode={answer};regint=600;outbound=\"sip:127.0.0.1:{self.registrar_port}\";"
-            "audio_codecs=PCMU,PCMA,G722,opus\n")
+            "\n")
         (self.dir / "config").write_text(f"""
 poll_method epoll
 sip_listen 127.0.0.1:{self.sip_port}
@@ -227,7 +227,7 @@ audio_player aubridge,nowhere
 audio_alert aubridge,nowhere
 audio_srate 8000-48000
 ausrc_srate 48000
-ausrc_channels 1
+ausrc_channels 2
 auplay_channels 1
 rtp_ports 30000-30999
 rtp_timeout 0
@@ -243,7 +243,7 @@ module_app account.so
 module_app menu.so
 ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}
 snd_path {self.record_dir}
-net_interface lo
+net_interface 127.0.0.1
 dns_server 127.0.0.1:53
 """)
         (self.dir / "contacts").write_text("")
@@ -286,10 +286,23 @@ dns_server 127.0.0.1:53
                 with self._lock:
                     (self.events if doc.get("event") else self.responses).append(doc)
 
-    def command(self, command: str, params: str = "") -> None:
+    def command(self, command: str, params: str = "", timeout: float = 10.0) -> str:
+        """Run a command (as on baresip's console) and return its answer text."""
         assert self._sock is not None
-        body = json.dumps({"command": command, "params": params, "token": str(time.time())}).encode()
+        token = f"t{time.monotonic_ns()}"
+        body = json.dumps({"command": command, "params": params, "token": token}).encode()
         self._sock.sendall(str(len(body)).encode() + b":" + body + b",")
+
+        def answered() -> str | None:
+            with self._lock:
+                for doc in self.responses:
+                    if doc.get("token") == token:
+                        return str(doc.get("data", "")) or " "
+            return None
+        return wait_for(answered, timeout, f"baresip's answer to {command}")  # type: ignore[no-any-return]
+
+    def wait_registered(self, timeout: float = 15.0) -> None:
+        wait_for(lambda: "OK" in self.command("reginfo"), timeout, f"baresip {self.user} to register")
 
     def event_types(self) -> list[str]:
         with self._lock:
