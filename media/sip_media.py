@@ -17,7 +17,7 @@ Transcoders (VP8 <-> H.264).
 The SIP leg's RTP (media/sip_rtp.py): symmetric RTP; every packet we send there, forwarded, transcoded
 or an RFC 4733 event (media/sip_dtmf.py), goes through one RtpRewriter (the native one on a native
 core), so the peer sees one SSRC with continuous sequence numbers and timestamps. Audio is held back
-while an event is sent. Sending stops when either side holds (SDP directions); RTP timeout
+while an event is sent. Sending stops while either side holds (SDP directions); RTP timeout
 (`rtp_timeout` without RTP while neither side holds) calls `on_timeout` once. RTCP: a sender or
 receiver report every RTCP_INTERVAL seconds; what the peer sends is counted.
 
@@ -87,7 +87,7 @@ def _can_send(local: str, remote: str) -> bool:
 
 
 def _answer_direction(wanted: str, offered: str) -> str:
-    send = _can_send(wanted, sip_sdp.REVERSED[offered])
+    send = _can_send(wanted, offered)
     receive = wanted in ("sendrecv", "recvonly") and offered in ("sendrecv", "sendonly")
     return {(True, True): "sendrecv", (True, False): "sendonly", (False, True): "recvonly"}.get(
         (send, receive), "inactive")
@@ -442,7 +442,9 @@ class CallMedia:
 
     @property
     def sending_to_sip(self) -> bool:
-        return _can_send(self._sip.local_direction, self.remote_direction)
+        """Whether the browser's audio (and events) go to the peer: not while either side holds (a held
+        call gets nothing from us, no music on hold either)."""
+        return self._sip.local_direction == "sendrecv" and self.remote_direction in ("sendrecv", "recvonly")
 
     @property
     def on_hold(self) -> bool:
