@@ -58,6 +58,7 @@ class NegotiatedTrack:
     mid: str | None
     codec: RTCRtpCodecParameters  # with the payload type of this peer
     ssrc: int | None = None  # the remote SSRC (publisher) or ours (viewer)
+    send_ssrc: int | None = None  # ours, on a sendrecv (call) track
 
 
 def _roomy(session: pylibsrtp.Session) -> None:
@@ -244,6 +245,29 @@ class Peer:
             if transceiver.sender.track is None or not transceiver._codecs:
                 continue
             self.tracks.append(NegotiatedTrack(transceiver.kind, transceiver.mid, transceiver._codecs[0],
+                                               transceiver.sender._ssrc))
+        return answer
+
+    async def answer_call(self, offer: str) -> str:
+        """Answer a sendrecv offer (a call: the browser sends and receives on one connection) with the
+        first forwardable codec of each kind, both ways. Each track has the browser's SSRC (`ssrc`) and
+        ours (`send_ssrc`); like a viewer's, our packets carry no header extensions."""
+        parsed = parse_offer(offer)
+        await self._set_remote(offer)
+        for transceiver in self.pc.getTransceivers():
+            transceiver._codecs = _forwardable(transceiver._codecs)[:1]
+            self._disarm(transceiver)
+            if not transceiver._codecs:
+                raise NoCommonCodecs(f"the {transceiver.kind} offer has no codec the server forwards "
+                                     "(VP8, H264 packetization-mode 1, opus)")
+            transceiver._headerExtensions = []
+            transceiver.sender.replaceTrack(_SilentTrack(transceiver.kind))
+            transceiver.direction = "sendrecv"
+        answer = await self._answer()
+        for transceiver in self.pc.getTransceivers():
+            media = self._media_for(parsed, transceiver)
+            ssrc = media.ssrc[0].ssrc if media is not None and media.ssrc else None
+            self.tracks.append(NegotiatedTrack(transceiver.kind, transceiver.mid, transceiver._codecs[0], ssrc,
                                                transceiver.sender._ssrc))
         return answer
 
