@@ -93,7 +93,6 @@ tcp_children=2
 auto_aliases=no
 listen=udp:127.0.0.1:{self.port}
 listen=tcp:127.0.0.1:{self.port}
-alias="{self.domain}"
 mpath="{MODULES}"
 loadmodule "kex.so"
 loadmodule "corex.so"
@@ -115,9 +114,10 @@ modparam("auth", "algorithm", "{self.algorithm}")
 modparam("auth", "nonce_expire", 300)
 
 request_route {{
+    xlog("L_INFO", "REQ $rm $ru from $si:$sp du=$du\n");
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
     if (has_totag()) {{
-        if (loose_route()) {{ t_relay(); exit; }}
+        if (loose_route()) {{ xlog("L_INFO", "LR $rm $ru du=$du\n"); t_relay(); exit; }}
         if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
         sl_send_reply("404", "Not here");
         exit;
@@ -248,7 +248,8 @@ dns_server 127.0.0.1:53
 """)
         (self.dir / "contacts").write_text("")
         log = (self.dir / "baresip.log").open("wb")
-        self.proc = subprocess.Popen([BARESIP, "-f", str(self.dir), "-4"], stdin=subprocess.DEVNULL,
+        trace = ["-s"] if os.environ.get("BARESIP_TRACE") else []  # SIP trace in its log, for debugging
+        self.proc = subprocess.Popen([BARESIP, "-f", str(self.dir), "-4", *trace], stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=log, cwd=self.dir, start_new_session=True)
         self._sock = wait_for(self._connect, 15, "baresip's ctrl_tcp socket")
         threading.Thread(target=self._read, daemon=True).start()
