@@ -72,11 +72,7 @@ class Endpoint:
         except ParseError as exc:
             self.stats["malformed"] += 1
             log.info("malformed SIP from %s:%d: %s", peer.host, peer.port, exc.reason)
-            if exc.request is not None and exc.request.method != "ACK" and exc.request.headers.get_all("Via"):
-                try:
-                    parse_via(exc.request.headers.get_all("Via")[0])
-                except ValueError:
-                    return
+            if exc.request is not None and exc.request.method != "ACK" and _answerable(exc.request):
                 answer = response_to(exc.request, exc.status, None)
                 answer.headers.add("Warning", f'399 - "{_quote(exc.reason)}"')
                 self.send(bytes(answer), peer)
@@ -200,6 +196,17 @@ class Endpoint:
 
     def __len__(self) -> int:
         return len(self._clients) + len(self._servers)
+
+
+def _answerable(request: Request) -> bool:
+    """A malformed request gets its 400 only when the answer can be matched by its sender (RFC 3261
+    §8.1.3.3: Via, From, To, Call-ID and a readable CSeq), else it is dropped."""
+    try:
+        parse_via(request.headers.get_all("Via")[0])
+        request.cseq  # noqa: B018 - raises ValueError when unreadable
+    except (IndexError, ValueError):
+        return False
+    return all(request.headers.get(name) for name in ("From", "To", "Call-ID"))
 
 
 def _has_to_tag(request: Request) -> bool:

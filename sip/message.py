@@ -233,7 +233,8 @@ def parse_cseq(value: str) -> tuple[int, str]:
     return number, parts[1].upper()
 
 
-def _start_line(line: str) -> Request | Response:
+def _start_line(line: str) -> tuple[Request | Response, str | None]:
+    """The message its start line begins, and what is wrong with the line when it can still be answered."""
     if len(line) > MAX_START_LINE:
         raise ParseError(f"start line longer than {MAX_START_LINE} bytes")
     if line.startswith("SIP/"):
@@ -242,14 +243,14 @@ def _start_line(line: str) -> Request | Response:
             raise ParseError(f"malformed status line {line[:80]!r}")
         if not parts[1].isdigit() or len(parts[1]) != 3 or not 100 <= int(parts[1]) <= 699:
             raise ParseError(f"malformed status code in {line[:80]!r}")
-        return Response(status=int(parts[1]), reason=parts[2] if len(parts) > 2 else "")
+        return Response(status=int(parts[1]), reason=parts[2] if len(parts) > 2 else ""), None
     parts = line.split(" ")
     if len(parts) != 3 or not METHOD_RE.match(parts[0]) or not parts[1]:
         raise ParseError(f"malformed request line {line[:80]!r}")
     request = Request(method=parts[0], uri=parts[1])
     if parts[2].upper() != SIP_VERSION:
-        raise ParseError(f"unsupported SIP version {parts[2][:16]!r}", request)
-    return request
+        return request, f"unsupported SIP version {parts[2][:16]!r}"
+    return request, None
 
 
 def parse(data: bytes, *, stream: bool = False) -> Request | Response:
@@ -276,7 +277,8 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
         lines.pop(0)  # RFC 3261 §7.5: empty lines before the start line are ignored
     if not lines:
         raise ParseError("empty message")
-    message = _start_line(lines[0].strip())
+    message, problem = _start_line(lines[0].strip())
+    problems = [problem] if problem else []
     request = message if isinstance(message, Request) else None
     unfolded: list[str] = []
     for line in lines[1:]:
@@ -284,12 +286,14 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
             unfolded[-1] += " " + line.strip()
         elif line:
             unfolded.append(line)
-        if unfolded and len(unfolded[-1]) > MAX_HEADER_LINE:
-            raise ParseError(f"a header line is longer than {MAX_HEADER_LINE} bytes", request)
     if len(unfolded) > MAX_HEADERS:
-        raise ParseError(f"more than {MAX_HEADERS} header lines", request)
-    problems: list[str] = []
+        problems.append(f"more than {MAX_HEADERS} header lines")
+        unfolded = unfolded[:MAX_HEADERS]
     for line in unfolded:
+        if len(line) > MAX_HEADER_LINE:
+            # Read on without it, so the answer can still be addressed from the other headers.
+            problems.append(f"a header line is longer than {MAX_HEADER_LINE} bytes")
+            continue
         name, colon, value = line.partition(":")
         name = name.strip()
         if not colon or not name or not TOKEN_RE.match(name):

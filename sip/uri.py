@@ -94,7 +94,7 @@ def target_uri(text: str, domain: str) -> SipUri:
     if lower.startswith("tel:"):
         number, _, _params = text[4:].partition(";")
         digits = "".join(c for c in number if c not in " -.()")
-        if not digits or not _TEL_RE.match(number):
+        if not any(c.isdigit() for c in digits) or not _TEL_RE.match(number):
             raise UriError(f"malformed tel URI {text[:80]!r}")
         return SipUri(host=domain, user=digits, params={"user": "phone"})
     if "@" in text:
