@@ -248,6 +248,9 @@ class CallLeg(CallListener):
         obj = {"callId": self.id, "status": status, "incoming": self.incoming, **_sip_fields(message)}
         self.service.spawn(self.session.send(protocol.frame("notifyTransferEvent", obj)))
         self.session.report("TransferStatusEvent", obj)
+        if status == "COMPLETED" and self.sip is not None and not self.sip.ended:
+            # The transferee reached the target (NOTIFY 200): our part of the call is over (RFC 5589 §6.1).
+            self.service.spawn(self.hangup("Transferred"))
 
     async def hangup(self, info: str = "Normal call clearing") -> None:
         if self.sip is not None and not self.sip.ended:

@@ -326,3 +326,55 @@ def test_early_hangup_cancels_the_invite(phone: Phone, kamailio: Kamailio) -> No
         assert "ESTABLISHED" not in phone.events("out")
     finally:
         carol.stop()
+
+
+def established_call(phone: Phone, bob: Baresip) -> None:
+    phone.connect("alice", "alice")
+    phone.wait("alice", "REGISTERED")
+    phone.call("alice", "out", "bob")
+    phone.wait("out", "ESTABLISHED", "FAILED", "FINISH")
+    assert "ESTABLISHED" in phone.events("out"), phone.events("out")
+    bob.wait_event("CALL_ESTABLISHED")
+
+
+def test_hold_and_unhold_from_the_browser(phone: Phone, bob: Baresip, backend: Backend) -> None:
+    established_call(phone, bob)
+    phone.b.js("window.__s.calls['out'].hold()")
+    phone.wait("out", "HOLD")
+    backend.wait_for("hold")
+    held = backend.wait_for("CallStatusEvent", lambda c: c.body.get("status") == "HOLD")
+    assert held.body["sipStatus"] == 200
+    before = phone.events("out").count("ESTABLISHED")
+    phone.b.js("window.__s.calls['out'].unhold()")
+    phone.b.wait_until(lambda: phone.events("out").count("ESTABLISHED") > before, 15, "ESTABLISHED after unhold")
+    bob.command("hangup")
+    phone.wait("out", "FINISH")
+
+
+@pytest.mark.parametrize("kind", ["RFC2833", "INFO"])
+def test_dtmf_reaches_baresip(phone: Phone, bob: Baresip, backend: Backend, kind: str) -> None:
+    established_call(phone, bob)
+    start = bob.event_count()
+    phone.b.js("window.__s.calls['out'].sendDTMF(arguments[0], arguments[1])", "5", kind)
+    event = bob.wait_event("CALL_DTMF_START", after=start)
+    assert event.get("param") == "5", event
+    backend.wait_for("sendDTMF", lambda c: c.body.get("type") == kind)
+    phone.b.js("window.__s.calls['out'].hangup()")
+    phone.wait("out", "FINISH")
+
+
+def test_blind_transfer_to_a_second_baresip(phone: Phone, bob: Baresip, kamailio: Kamailio,
+                                            backend: Backend) -> None:
+    carol = Baresip("carol", USERS["carol"], kamailio.port, tone=880).start()
+    try:
+        carol.wait_registered()
+        established_call(phone, bob)
+        phone.b.js("window.__s.calls['out'].transfer(arguments[0])", "carol")
+        carol.wait_event("CALL_ESTABLISHED", timeout=20)
+        for status in ("ACCEPTED", "COMPLETED"):
+            backend.wait_for("TransferStatusEvent", lambda c, s=status: c.body.get("status") == s)
+        # The transferor leaves once the target answered: the browser's call ends, bob talks to carol.
+        phone.wait("out", "FINISH")
+        bob.wait_event("CALL_CLOSED", timeout=20)
+    finally:
+        carol.stop()

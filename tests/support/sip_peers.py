@@ -142,6 +142,11 @@ request_route {{
         consume_credentials();
     }}{subscribe}
     if (is_method("INVITE|SUBSCRIBE|REFER")) {{ record_route(); }}
+    # A URI with another port of this host is a peer called by address (SIPp): relayed to it as it is.
+    if (!is_method("REGISTER") && $ru =~ "@127[.]0[.]0[.]1:[0-9]+" && !($ru =~ "@127[.]0[.]0[.]1:{self.port}")) {{
+        t_relay();
+        exit;
+    }}
     if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); exit; }}
     t_relay();
 }}
