@@ -114,10 +114,10 @@ modparam("auth", "algorithm", "{self.algorithm}")
 modparam("auth", "nonce_expire", 300)
 
 request_route {{
-    xlog("L_INFO", "REQ $rm $ru from $si:$sp du=$du\n");
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
     if (has_totag()) {{
-        if (loose_route()) {{ xlog("L_INFO", "LR $rm $ru du=$du\n"); t_relay(); exit; }}
+        if (loose_route()) {{ t_relay(); exit; }}
+        if (!(uri == myself)) {{ t_relay(); exit; }}  # in-dialog, sent without a route set (SIPp)
         if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
         sl_send_reply("404", "Not here");
         exit;
@@ -365,7 +365,7 @@ class Sipp:
 
     def start(self, remote: str | None, *extra: str, calls: int = 1) -> Sipp:
         args = [SIPP, "-sf", str(self.scenario), "-i", "127.0.0.1", "-p", str(self.port), "-m", str(calls),
-                "-bg" if False else "-nostdin", "-trace_err", "-trace_msg", "-timeout", "60s", "-max_recv_loops", "100",
+                "-nostdin", "-trace_err", "-trace_msg", "-timeout", "60s", "-max_recv_loops", "100",
                 *extra]
         if remote:
             args.append(remote)
