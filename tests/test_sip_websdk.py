@@ -378,3 +378,42 @@ def test_blind_transfer_to_a_second_baresip(phone: Phone, bob: Baresip, kamailio
         bob.wait_event("CALL_CLOSED", timeout=20)
     finally:
         carol.stop()
+
+
+PHONE_PAGE = "/websdk/examples/demo/sip/phone/phone.html"
+
+
+def test_the_websdk_phone_demo_page_connects_calls_and_hangs_up(browser: Browser, sip_server: ServerProcess,
+                                                               kamailio: Kamailio, bob: Baresip) -> None:
+    """The WebSDK's own examples/demo/sip/phone page, unmodified: fill the form, Connect, Call, Hangup."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser.driver
+    browser.open(sip_server.rest_url + PHONE_PAGE)
+    # The page loads its form, then fills in its defaults: wait for its Connect button to be armed.
+    browser.wait_until(lambda: browser.js("var b = document.getElementById('connectBtn');"
+                                          "return b && b.textContent === 'Connect' && !b.disabled;"),
+                       15, "the phone page's form")
+    # The page wants every field filled, the outbound proxy too.
+    fields = {"urlServer": sip_server.ws_url, "sipLogin": "alice", "sipAuthenticationName": "alice",
+              "sipPassword": USERS["alice"], "sipDomain": "127.0.0.1",
+              "sipOutboundProxy": f"127.0.0.1:{kamailio.port}", "sipPort": str(kamailio.port)}
+    for element_id, value in fields.items():
+        element = driver.find_element(By.ID, element_id)
+        element.clear()
+        element.send_keys(value)
+
+    def text(element_id: str) -> str:
+        return str(driver.find_element(By.ID, element_id).text)
+
+    driver.find_element(By.ID, "connectBtn").click()
+    browser.wait_until(lambda: text("regStatus") == "REGISTERED", 20, "REGISTERED on the phone page")
+    callee = driver.find_element(By.ID, "callee")
+    callee.clear()
+    callee.send_keys("bob")
+    driver.find_element(By.ID, "callBtn").click()
+    browser.wait_until(lambda: text("callStatus") == "ESTABLISHED", 20, "ESTABLISHED on the phone page")
+    bob.wait_event("CALL_ESTABLISHED")
+    driver.find_element(By.ID, "callBtn").click()  # now labelled Hangup
+    browser.wait_until(lambda: text("callStatus") in ("FINISH", ""), 20, "the call to end on the phone page")
+    bob.wait_event("CALL_CLOSED")
