@@ -323,3 +323,48 @@ async def test_backend_refusing_send_message_fails_it(sip_server: ServerProcess,
     got = await client.expect("notifyMessage", where={"id": "m9"}, timeout=15)
     assert got["data"][0]["status"] == "FAILED" and got["data"][0]["info"] == "No messages today"
     await client.close()
+
+
+async def test_registration_is_refreshed_and_removed_when_the_session_ends(
+        start_server: Any, backend: Backend, kamailio: Kamailio) -> None:
+    server: ServerProcess = start_server(["--sip-udp-port", "0", "--sip-tcp-port", "0",
+                                          "--sip-register-expires", "3"])
+    server.add_app("sipApp", "sipApp", backend.url)
+    client = await registered_client(server, kamailio)
+    # Granted 3 s, refreshed at half of that: a second REGISTERED comes before the first one runs out.
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, lambda: backend.wait_for(
+        "RegistrationStatusEvent", lambda c: len([h for h in backend.hooks("RegistrationStatusEvent")
+                                                  if h.body.get("status") == "REGISTERED"]) >= 3, timeout=15))
+    await client.close()
+    gone = await loop.run_in_executor(None, lambda: backend.wait_for(
+        "RegistrationStatusEvent", lambda c: c.body.get("status") == "UNREGISTERED", timeout=15))
+    # The registrar's 200 lists the contacts still bound: none.
+    assert gone.body["sipStatus"] == 200 and "Contact:" not in gone.body["sipMessageRaw"]
+
+
+async def test_multipart_message_with_recipients_and_an_explicit_imdn(
+        sip_server: ServerProcess, kamailio: Kamailio, backend: Backend) -> None:
+    client = await registered_client(sip_server, kamailio)
+    box = Sipp(inbox("recipient-list", "resource-lists", 'entry uri=.sip:carol@127.0.0.1.',
+                     "Content-Type: message/cpim", "to all of you")).start(None)
+    try:
+        await client.send("sendMessage", {"id": "mm-1", "to": f"sip:list@127.0.0.1:{box.port}",
+                                          "body": "to all of you", "contentType": "multipart/mixed",
+                                          "recipients": ["sip:carol@127.0.0.1", "sip:dave@127.0.0.1"]})
+        await client.expect("notifyMessage", where={"id": "mm-1", "status": "ACCEPTED"}, timeout=15)
+        code, output = await sipp_done(box)
+        assert code == 0, output
+    finally:
+        box.stop()
+    box = Sipp(inbox("message/imdn.xml", "message-id.their-7./message-id", "status..displayed/")).start(None)
+    try:
+        await client.send("sendIMDN", {"to": f"sip:bob@127.0.0.1:{box.port}", "messageId": "their-7",
+                                       "status": "displayed"})
+        await client.expect("notifyMessage", where={"id": "their-7", "status": "IMDN_NOTIFICATION_SENT"},
+                            timeout=15)
+        code, output = await sipp_done(box)
+        assert code == 0, output
+    finally:
+        box.stop()
+    await client.close()

@@ -109,6 +109,7 @@ loadmodule "siputils.so"
 loadmodule "xlog.so"
 loadmodule "auth.so"
 modparam("usrloc", "db_mode", 0)
+modparam("registrar", "min_expires", 1)
 modparam("rr", "append_fromtag", 1)
 modparam("auth", "algorithm", "{self.algorithm}")
 modparam("auth", "nonce_expire", 300)
