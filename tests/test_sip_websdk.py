@@ -417,3 +417,178 @@ def test_the_websdk_phone_demo_page_connects_calls_and_hangs_up(browser: Browser
     driver.find_element(By.ID, "callBtn").click()  # now labelled Hangup
     browser.wait_until(lambda: text("callStatus") in ("FINISH", ""), 20, "the call to end on the phone page")
     bob.wait_event("CALL_CLOSED")
+
+
+SDP_ANSWER = """v=0
+o=sipp 1 [cseq] IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a={direction}"""
+
+
+def _reinvite(cseq: int, direction: str) -> str:
+    sdp = SDP_ANSWER.replace("[cseq]", str(cseq + 1)).format(direction=direction)
+    return f"""  <pause milliseconds="500"/>
+  <send retrans="500">
+    <![CDATA[
+INVITE [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$from]
+Call-ID: [call_id]
+CSeq: {cseq} INVITE
+Contact: <sip:callee@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}
+]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+  <send>
+    <![CDATA[
+ACK [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$from]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]>
+  </send>
+"""
+
+
+def callee_scenario(answer: int = 200) -> str:
+    """A SIPp phone: answers the call, checks an INFO_RELAY and an INFO DTMF, holds and unholds the
+    browser by re-INVITE, then hangs up. With `answer` 486 it is busy instead."""
+    if answer != 200:
+        return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="busy">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+SIP/2.0 {answer} Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>
+</scenario>
+"""
+    respond = """  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+"""
+    sdp = SDP_ANSWER.replace("[cseq]", "1").format(direction="sendrecv")
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="callee">
+  <recv request="INVITE">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="from"/>
+      <ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="contact"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+[last_Record-Route:]
+Contact: <sip:callee@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}
+]]></send>
+  <recv request="ACK"/>
+  <recv request="INFO">
+    <action>
+      <ereg regexp="application/dtmf$" search_in="hdr" header="Content-Type:" check_it="true" assign_to="t1"/>
+      <ereg regexp="^7" search_in="body" check_it="true" assign_to="d1"/>
+    </action>
+  </recv>
+{respond}  <recv request="INFO">
+    <action>
+      <ereg regexp="application/dtmf-relay" search_in="hdr" header="Content-Type:" check_it="true" assign_to="t2"/>
+      <ereg regexp="Signal=8" search_in="body" check_it="true" assign_to="d2"/>
+    </action>
+  </recv>
+{respond}{_reinvite(1, "sendonly")}{_reinvite(2, "sendrecv")}  <pause milliseconds="500"/>
+  <send retrans="500"><![CDATA[
+BYE [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$from]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200"/>
+  <Reference variables="t1,d1,t2,d2"/>
+</scenario>
+"""
+
+
+def test_sipp_phone_checks_info_dtmf_holds_unholds_and_hangs_up(phone: Phone, backend: Backend) -> None:
+    from tests.support.sip_peers import Sipp
+
+    sipp = Sipp(callee_scenario()).start(None)
+    try:
+        phone.connect("alice", "alice")
+        phone.wait("alice", "REGISTERED")
+        phone.call("alice", "out", f"sip:callee@127.0.0.1:{sipp.port}")
+        phone.wait("out", "ESTABLISHED", "FAILED", "FINISH")
+        assert "ESTABLISHED" in phone.events("out"), phone.events("out")
+        phone.b.js("window.__s.calls['out'].sendDTMF('7', 'INFO_RELAY')")
+        phone.b.js("window.__s.calls['out'].sendDTMF('8', 'INFO')")
+        phone.wait("out", "HOLD")  # the phone put us on hold (sendonly)
+        phone.b.wait_until(lambda: phone.events("out").count("ESTABLISHED") >= 2, 15,
+                           f"unheld by the phone: {phone.events('out')} {sipp.messages()[-3000:]}")
+        phone.wait("out", "FINISH")  # and hung up
+        code, output = sipp.wait(30)
+        assert code == 0, output
+    finally:
+        sipp.stop()
+    held = backend.wait_for("CallStatusEvent", lambda c: c.body.get("status") == "HOLD")
+    assert "a=sendonly" in held.body["sipMessageRaw"]
+
+
+def test_busy_phone_gives_busy(phone: Phone, backend: Backend) -> None:
+    from tests.support.sip_peers import Sipp
+
+    sipp = Sipp(callee_scenario(486)).start(None)
+    try:
+        phone.connect("alice", "alice")
+        phone.wait("alice", "REGISTERED")
+        phone.call("alice", "out", f"sip:busy@127.0.0.1:{sipp.port}")
+        phone.wait("out", "BUSY")
+        code, output = sipp.wait(30)
+        assert code == 0, output
+    finally:
+        sipp.stop()
+    busy = backend.wait_for("CallStatusEvent", lambda c: c.body.get("status") == "BUSY")
+    assert busy.body["sipStatus"] == 486

@@ -385,7 +385,7 @@ class Sipp:
     def messages(self) -> str:
         text = ""
         for path in list(self.dir.glob("*_messages.log")) + list(self.dir.glob("*_errors.log")):
-            text += path.read_text(errors="replace")[-4000:]
+            text += path.read_text(errors="replace")[-20000:]
         return text
 
     def stop(self) -> None:
