@@ -1,7 +1,7 @@
 """Concurrent bridged SIP calls with G.711 <-> Opus transcoding: server CPU per call, the most calls with
 under 1 % loss, and call setup time.
 
-    .venv/bin/python benchmarks/bench_sip.py [--steps 5,10,20,30,40] [--seconds 10] [--codec PCMU]
+    .venv/bin/python benchmarks/bench_sip.py [--steps 5,10,20,40,60,80] [--seconds 10] [--codec PCMU]
 
 Run it in a loopback-only network namespace (all traffic is on 127.0.0.1):
 
@@ -18,10 +18,12 @@ SIP signalling is not part of it: the calls are set up through the media API dir
 For each step N (calls at once): N calls are set up concurrently; setup time is from the browser's offer
 to the first RTP packet of the call at its phone (ICE, DTLS, both transcoders started, the browser's audio
 through them). Then, over a steady window: server CPU (utime + stime of the server process, /proc) per
-call in % of one core, and the loss each way: phone -> browser (packets the phones sent vs. those the
-browsers received) and browser -> phone (sent by the browsers vs. received by the phones). The largest N
+call in % of one core, and the loss each way as RTP receivers count it (packets expected from the
+sequence numbers against packets received; aiortc's statistics at the browsers, their own count at the
+phones). The largest N
 with both losses under 1 % is reported. The client processes' CPU is shown too: on 2 cores they compete
-with the server, so a step can fail for the clients' sake; the table says whose CPU ran out.
+with the server, so a step can fail for the clients' sake. The packet rates per call (50/s each way when
+every source keeps its 20 ms pace) show whether the sources kept up.
 
 Prints a table, then one JSON line {"bench": "sip", ...}. BENCH_SIP_PROFILE=file writes a cProfile of the
 server's loop thread there.
@@ -378,6 +380,8 @@ async def one_step(n: int, seconds: float, codec: str, client_count: int) -> dic
             "loss_to_phone_pct": 100 * to_phone_loss,
             "setup_p50_ms": percentile(setup_ms, 0.5),
             "setup_p99_ms": percentile(setup_ms, 0.99),
+            "pps_to_browser_per_call": browser_received / wall / n,
+            "pps_to_phone_per_call": phone_received / wall / n,
             "transcoders": server_stats["transcoders"],
             "transcoder_dropped": server_stats["transcoder_dropped"],
         }
@@ -406,10 +410,12 @@ async def drive(args: argparse.Namespace) -> None:
     print(f"\nBridged calls, {args.codec} <-> Opus transcoded, {args.seconds:.0f} s window per step, "
           f"{os.cpu_count()} cores ({platform.processor() or platform.machine()})")
     print(f"{'calls':>5} {'server CPU %':>12} {'per call %':>10} {'clients CPU %':>13} {'loss->browser %':>15} "
-          f"{'loss->phone %':>13} {'setup p50 ms':>12} {'setup p99 ms':>12} {'transcoders':>11}")
+          f"{'loss->phone %':>13} {'pkt/s->browser':>14} {'pkt/s->phone':>12} {'setup p50 ms':>12} "
+          f"{'setup p99 ms':>12} {'transcoders':>11}")
     for r in results:
         print(f"{r['calls']:>5} {r['server_cpu_pct']:>12.1f} {r['server_cpu_pct_per_call']:>10.2f} "
               f"{r['client_cpu_pct']:>13.1f} {r['loss_to_browser_pct']:>15.2f} {r['loss_to_phone_pct']:>13.2f} "
+              f"{r['pps_to_browser_per_call']:>14.1f} {r['pps_to_phone_per_call']:>12.1f} "
               f"{r['setup_p50_ms']:>12.0f} {r['setup_p99_ms']:>12.0f} {r['transcoders']:>11}")
     per_call = statistics.median(r["server_cpu_pct_per_call"] for r in results)
     print(f"\nmost calls with < 1 % loss each way: {best}; server CPU per call (median of steps): {per_call:.2f} % "
@@ -420,7 +426,7 @@ async def drive(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", default="5,10,20,30,40", help="concurrent calls per step, comma-separated")
+    parser.add_argument("--steps", default="5,10,20,40,60,80", help="concurrent calls per step, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per step")
     parser.add_argument("--codec", default="PCMU", choices=("PCMU", "PCMA"))
     parser.add_argument("--browsers", type=int, default=2, help="client processes for the browser side")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -296,3 +297,48 @@ async def test_browser_offer_that_cannot_be_used_is_a_sip_media_error(setup: Cal
         CallMedia(core, Transcoders(core.track, core.rtp), SipMediaSettings(), call_id=call.media.call_id,
                   has_video=False, claim=call.registry.claim, release=call.registry.release,
                   on_dtmf=lambda d: None, on_timeout=lambda: None)
+
+
+@pytest.mark.parametrize("browser_video", ["H264", "VP8"])
+async def test_video_calls_carry_h264_to_and_from_the_phone(tmp_path: Path, browser_video: str) -> None:
+    from media.depacketize import Depacketizer
+    from tests.support.rtp_phone import VideoPort
+
+    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
+    registry = StreamRegistry()
+    transcoders = Transcoders(core.track, core.rtp)
+    media = CallMedia(core, transcoders, SipMediaSettings(), call_id="video", has_video=True,
+                      claim=registry.claim, release=registry.release, on_dtmf=lambda d: None,
+                      on_timeout=lambda: None)
+    browser = BrowserLeg(BROWSER_TONE, video=browser_video)
+    phone = await Phone(tmp_path, "PCMU").start()
+    video = await VideoPort().start()
+    try:
+        await browser.answered(await media.browser_answer(await browser.offer()))
+        assert media.describe()["browser"]["codecs"] == {"audio": "opus", "video": browser_video}
+        offer = media.sip_offer()
+        assert "m=video" in offer and "H264/90000" in offer and "packetization-mode=1" in offer
+        media.sip_answered(phone.sdp().replace("a=sendrecv\r\n", "a=sendrecv\r\n" + video.sdp_section(), 1))
+        described = media.describe()
+        assert described["sip"]["video"] == "H264"
+        video.remote = ("127.0.0.1", described["sip"]["video_port"])
+        # VP8 in the browser: the shared transcoders make H.264 for the phone and VP8 for the browser.
+        assert described["video_transcoders"] == (2 if browser_video == "VP8" else 0)
+        await video.send_video(10.0)
+        # The browser's video reaches the phone as H.264 it can reassemble into keyframes and frames.
+        await wait_for(lambda: len(video.received) > 100, 30)
+        depacketizer = Depacketizer("H264", 90000)
+        frames = [f for packet in video.received if packet[1] & 0x7F == VideoPort.PAYLOAD_TYPE
+                  for f in depacketizer.push(packet)]
+        assert frames and frames[0].keyframe
+        decoder = av.CodecContext.create("h264", "r")
+        pictures = [p for f in frames for p in decoder.decode(av.Packet(f.data))]
+        assert len(pictures) >= 5 and pictures[0].width == 320
+        # The phone's H.264 reaches the browser, who decodes it.
+        await wait_for(lambda: browser.video_frames >= 15, 30)
+    finally:
+        await media.close()
+        await browser.close()
+        await phone.close()
+        await video.close()
+        transcoders.close()
