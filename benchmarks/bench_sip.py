@@ -18,9 +18,9 @@ SIP signalling is not part of it: the calls are set up through the media API dir
 For each step N (calls at once): N calls are set up concurrently; setup time is from the browser's offer
 to the first RTP packet of the call at its phone (ICE, DTLS, both transcoders started, the browser's audio
 through them). Then, over a steady window: server CPU (utime + stime of the server process, /proc) per
-call in % of one core, and the loss each way as RTP receivers count it (packets expected from the
-sequence numbers against packets received; aiortc's statistics at the browsers, their own count at the
-phones). The largest N
+call in % of one core, and the loss each way, end to end: packets the sources sent (the phones; the
+browsers' tone frames) against packets the other side received (the browsers' decoded 20 ms frames; the
+phones' count), every counter read at the same instant in every process. The largest N
 with both losses under 1 % is reported. The client processes' CPU is shown too: on 2 cores they compete
 with the server, so a step can fail for the clients' sake. The packet rates per call (50/s each way when
 every source keeps its 20 ms pace) show whether the sources kept up.
@@ -116,6 +116,8 @@ async def browsers() -> None:
 
     ice.use_host_addresses(["127.0.0.1"])
     pcs: dict[str, RTCPeerConnection] = {}
+    tones: list[ToneTrack] = []
+    counts = {"received": 0}
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -131,12 +133,15 @@ async def browsers() -> None:
                 await track.recv()
             except Exception:
                 return
+            counts["received"] += 1  # one 20 ms frame per packet
 
     async def handle(request: dict[str, Any]) -> None:
         op = request["op"]
         if op == "offer":
             pc = RTCPeerConnection()
-            pc.addTransceiver(ToneTrack(440.0), direction="sendrecv")
+            tone = ToneTrack(440.0)
+            tones.append(tone)
+            pc.addTransceiver(tone, direction="sendrecv")
 
             @pc.on("track")
             def on_track(track: Any) -> None:
@@ -148,17 +153,9 @@ async def browsers() -> None:
         elif op == "answer":
             await pcs[request["call"]].setRemoteDescription(RTCSessionDescription(request["answer"], "answer"))
             reply({"id": request["id"]})
-        elif op == "stats":
-            sent = received = lost = 0
-            for pc in pcs.values():
-                report = await pc.getStats()
-                for stat in report.values():
-                    if stat.type == "outbound-rtp":
-                        sent += stat.packetsSent
-                    elif stat.type == "inbound-rtp":
-                        received += stat.packetsReceived
-                        lost += stat.packetsLost
-            reply({"id": request["id"], "sent": sent, "received": received, "lost": lost})
+        elif op == "snapshot":  # the counters at a given instant (CLOCK_MONOTONIC is one for all processes)
+            await asyncio.sleep(max(0.0, request["at"] - time.monotonic()))
+            reply({"id": request["id"], "sent": sum(t.frames_sent for t in tones), "received": counts["received"]})
         elif op == "close":
             for task in drains:
                 task.cancel()
@@ -259,21 +256,11 @@ class Phones(asyncio.DatagramProtocol):
     async def add(self, call_id: str) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         phone: dict[str, Any] = {"sent": 0, "received": 0, "first_at": None, "remote": None, "first": asyncio.Event(),
-                                 "highest": None,
                                  "ssrc": hash(call_id) & 0xFFFFFFFF, "seq": 0}
 
         class Port(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: Any) -> None:
-                if len(data) < 12:
-                    return
                 phone["received"] += 1
-                seq = (data[2] << 8) | data[3]
-                if phone["highest"] is None:
-                    phone["highest"] = seq
-                else:  # extended highest sequence number (RFC 3550 A.1), for the loss
-                    delta = (seq - phone["highest"]) & 0xFFFF
-                    if 0 < delta < 0x8000:
-                        phone["highest"] += delta
                 if phone["first_at"] is None:
                     phone["first_at"] = time.monotonic()
                     phone["first"].set()
@@ -307,11 +294,10 @@ class Phones(asyncio.DatagramProtocol):
             self.tick += 1
             await asyncio.sleep(max(0.0, start + self.tick * PTIME - loop.time()))
 
-    def totals(self) -> tuple[int, int, int]:
-        """Packets sent, packets received, and the sum of the extended highest sequence numbers received."""
+    def totals(self) -> tuple[int, int]:
+        """Packets sent and received by all phones."""
         phones = self.phones.values()
-        return (sum(p["sent"] for p in phones), sum(p["received"] for p in phones),
-                sum(p["highest"] or 0 for p in phones))
+        return sum(p["sent"] for p in phones), sum(p["received"] for p in phones)
 
     def close(self) -> None:
         if self._task is not None:
@@ -334,6 +320,7 @@ async def one_step(n: int, seconds: float, codec: str, client_count: int) -> dic
     phones = Phones(codec)
     phones.start()
     setup_ms: list[float] = []
+    loop = asyncio.get_running_loop()
 
     async def one_call(k: int) -> None:
         call_id = f"call{k}"
@@ -351,36 +338,40 @@ async def one_step(n: int, seconds: float, codec: str, client_count: int) -> dic
     try:
         await asyncio.gather(*(one_call(k) for k in range(n)))
         await asyncio.sleep(2.0)  # settle: jitter buffers, first transcoder frames
-        phone_sent0, phone_received0, phone_highest0 = phones.totals()
-        browser0 = [await c.ask({"op": "stats"}) for c in clients]
-        cpu0 = procstat.cpu_seconds(server.pid)
-        client_cpu0 = sum(procstat.cpu_seconds(c.pid) for c in clients)
-        wall0 = time.monotonic()
-        await asyncio.sleep(seconds)
-        phone_sent1, phone_received1, phone_highest1 = phones.totals()
-        browser1 = [await c.ask({"op": "stats"}) for c in clients]
-        cpu1 = procstat.cpu_seconds(server.pid)
-        client_cpu1 = sum(procstat.cpu_seconds(c.pid) for c in clients)
-        wall = time.monotonic() - wall0
+        snapshots = []
+        for edge in range(2):
+            at = time.monotonic() + 0.5  # every counter read at this instant, in every process
+            asked = [loop.create_task(c.ask({"op": "snapshot", "at": at})) for c in clients]
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            phone_sent, phone_received = phones.totals()
+            cpu = procstat.cpu_seconds(server.pid)
+            client_cpu = sum(procstat.cpu_seconds(c.pid) for c in clients)
+            browser = await asyncio.gather(*asked)
+            snapshots.append((time.monotonic(), phone_sent, phone_received, cpu, client_cpu,
+                              sum(b["sent"] for b in browser), sum(b["received"] for b in browser)))
+            if edge == 0:
+                await asyncio.sleep(seconds)
+        (t0, ps0, pr0, cpu0, ccpu0, bs0, br0), (t1, ps1, pr1, cpu1, ccpu1, bs1, br1) = snapshots
+        wall = t1 - t0
         server_stats = await server.ask({"op": "stats"})
-        # Loss as RTP receivers count it (RFC 3550 A.3): packets expected from the sequence numbers
-        # against packets received, over the window, at the browsers and at the phones.
-        browser_received = sum(b["received"] for b in browser1) - sum(b["received"] for b in browser0)
-        browser_lost = sum(b["lost"] for b in browser1) - sum(b["lost"] for b in browser0)
-        phone_expected = phone_highest1 - phone_highest0
-        phone_received = phone_received1 - phone_received0
-        to_browser_loss = max(0.0, browser_lost / (browser_received + browser_lost)) if browser_received else 1.0
-        to_phone_loss = max(0.0, 1 - phone_received / phone_expected) if phone_expected else 1.0
+        # End to end, over the same window in every process: what the sources sent against what the
+        # other side received (a few packets in flight at each edge cancel out in a steady state).
+        to_browser_loss = max(0.0, 1 - (br1 - br0) / (ps1 - ps0)) if ps1 > ps0 else 1.0
+        to_phone_loss = max(0.0, 1 - (pr1 - pr0) / (bs1 - bs0)) if bs1 > bs0 else 1.0
+        browser_received, phone_received = br1 - br0, pr1 - pr0
+        browser_sent, phone_sent = bs1 - bs0, ps1 - ps0
         return {
             "calls": n,
             "server_cpu_pct": 100 * (cpu1 - cpu0) / wall,
             "server_cpu_pct_per_call": 100 * (cpu1 - cpu0) / wall / n,
-            "client_cpu_pct": 100 * (client_cpu1 - client_cpu0) / wall,
+            "client_cpu_pct": 100 * (ccpu1 - ccpu0) / wall,
             "loss_to_browser_pct": 100 * to_browser_loss,
             "loss_to_phone_pct": 100 * to_phone_loss,
             "setup_p50_ms": percentile(setup_ms, 0.5),
             "setup_p99_ms": percentile(setup_ms, 0.99),
+            "pps_from_phone_per_call": phone_sent / wall / n,
             "pps_to_browser_per_call": browser_received / wall / n,
+            "pps_from_browser_per_call": browser_sent / wall / n,
             "pps_to_phone_per_call": phone_received / wall / n,
             "transcoders": server_stats["transcoders"],
             "transcoder_dropped": server_stats["transcoder_dropped"],
@@ -410,12 +401,13 @@ async def drive(args: argparse.Namespace) -> None:
     print(f"\nBridged calls, {args.codec} <-> Opus transcoded, {args.seconds:.0f} s window per step, "
           f"{os.cpu_count()} cores ({platform.processor() or platform.machine()})")
     print(f"{'calls':>5} {'server CPU %':>12} {'per call %':>10} {'clients CPU %':>13} {'loss->browser %':>15} "
-          f"{'loss->phone %':>13} {'pkt/s->browser':>14} {'pkt/s->phone':>12} {'setup p50 ms':>12} "
+          f"{'loss->phone %':>13} {'pkt/s phone->browser':>20} {'pkt/s browser->phone':>20} {'setup p50 ms':>12} "
           f"{'setup p99 ms':>12} {'transcoders':>11}")
     for r in results:
         print(f"{r['calls']:>5} {r['server_cpu_pct']:>12.1f} {r['server_cpu_pct_per_call']:>10.2f} "
               f"{r['client_cpu_pct']:>13.1f} {r['loss_to_browser_pct']:>15.2f} {r['loss_to_phone_pct']:>13.2f} "
-              f"{r['pps_to_browser_per_call']:>14.1f} {r['pps_to_phone_per_call']:>12.1f} "
+              f"{r['pps_from_phone_per_call']:>9.1f} ->{r['pps_to_browser_per_call']:>9.1f} "
+              f"{r['pps_from_browser_per_call']:>9.1f} ->{r['pps_to_phone_per_call']:>9.1f} "
               f"{r['setup_p50_ms']:>12.0f} {r['setup_p99_ms']:>12.0f} {r['transcoders']:>11}")
     per_call = statistics.median(r["server_cpu_pct_per_call"] for r in results)
     print(f"\nmost calls with < 1 % loss each way: {best}; server CPU per call (median of steps): {per_call:.2f} % "

@@ -342,3 +342,38 @@ async def test_video_calls_carry_h264_to_and_from_the_phone(tmp_path: Path, brow
         await phone.close()
         await video.close()
         transcoders.close()
+
+
+async def test_rtcp_reports_go_to_the_peers_rtcp_port(setup: Callable[..., Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from media import rtcp as rtcp_twin
+    from media import sip_media
+
+    monkeypatch.setattr(sip_media, "RTCP_INTERVAL", 0.3)
+    call, _digits, _timeouts = await setup("PCMU")
+    loop = asyncio.get_running_loop()
+    reports: list[bytes] = []
+
+    class Collect(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            reports.append(data)
+
+    rtcp_port, _ = await loop.create_datagram_endpoint(Collect, local_addr=("127.0.0.1", 0))
+    port = rtcp_port.get_extra_info("sockname")[1]
+    try:  # a re-INVITE naming the phone's RTCP port (RFC 3605)
+        call.media.sip_answer(call.phone.sdp().replace("a=ptime:20", f"a=ptime:20\r\na=rtcp:{port}"))
+        await call.phone.play_tone(PHONE_TONE, 5.0)
+        await wait_for(lambda: any(rtcp_twin.parse_rtcp(r)[0].packet_type == rtcp_twin.RTCP_SR for r in reports))
+        audio_ssrc = {rtp_fields(p)[4] for p in call.phone.received}
+        sender_report = next(p for r in reports for p in rtcp_twin.parse_rtcp(r) if p.packet_type == rtcp_twin.RTCP_SR)
+        assert audio_ssrc == {sender_report.ssrc} and sender_report.packet_count > 0
+        # A report about the phone's stream rides along once its RTP has come in.
+        await wait_for(lambda: any(p.packet_type == rtcp_twin.RTCP_SR and p.reports
+                                   for r in reports[-2:] for p in rtcp_twin.parse_rtcp(r)))
+        assert any(p.packet_type == rtcp_twin.RTCP_SDES for p in rtcp_twin.parse_rtcp(reports[-1]))
+        # The phone's own reports reach the call's RTCP port (RTP + 1) and are counted; junk is not.
+        rtcp_port.sendto(rtcp_twin.build_rr(0xABCD), ("127.0.0.1", call.sip["local_port"] + 1))
+        rtcp_port.sendto(b"\x01\x02", ("127.0.0.1", call.sip["local_port"] + 1))
+        await wait_for(lambda: call.sip["rtcp_received"] >= 1 and call.sip["junk"] >= 1)
+    finally:
+        rtcp_port.close()
