@@ -184,7 +184,6 @@ class CallMedia:
         self._timer_from: float | None = None
         self._timed_out = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._created_at = time.monotonic()
         self.closed = False
 
     def _publish(self, stream: Stream, codec: Codec) -> PublishedTrack:

@@ -20,7 +20,7 @@ from media.sfu import MediaCore, WebRtcViewer
 from media.sip_media import CallMedia, SipMediaError, SipMediaSettings
 from media.stream import StreamRegistry
 from media.transcode import Transcoders
-from tests.support.rtp_phone import BrowserLeg, Phone, peak_frequency, read_wav
+from tests.support.rtp_phone import BrowserLeg, Phone, peak_frequency, read_wav, sdp_of
 
 BROWSER_TONE = 700.0
 PHONE_TONE = 1000.0
@@ -377,3 +377,21 @@ async def test_rtcp_reports_go_to_the_peers_rtcp_port(setup: Callable[..., Any],
         await wait_for(lambda: call.sip["rtcp_received"] >= 1 and call.sip["junk"] >= 1)
     finally:
         rtcp_port.close()
+
+
+async def test_a_full_port_range_is_a_sip_media_error() -> None:
+    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
+    registry = StreamRegistry()
+    settings = SipMediaSettings(port_min=23456, port_max=23458)  # room for one call
+    calls = [CallMedia(core, Transcoders(core.track, core.rtp), settings, call_id=f"c{k}", has_video=False,
+                       claim=registry.claim, release=registry.release, on_dtmf=lambda d: None,
+                       on_timeout=lambda: None) for k in range(2)]
+    try:
+        assert "m=audio 23456 RTP/AVP" in calls[0].sip_offer()
+        with pytest.raises(SipMediaError, match="no RTP port"):
+            calls[1].sip_answer(sdp_of("PCMU", 4000))
+        await calls[0].close()
+        assert "m=audio 23456 RTP/AVP" in calls[1].sip_answer(sdp_of("PCMU", 4000))  # free again
+    finally:
+        for call in calls:
+            await call.close()

@@ -167,6 +167,12 @@ def test_dtmf_sender_refuses_what_is_not_dtmf(digits: str, duration: int) -> Non
         sip_dtmf.DtmfSender().send(digits, duration)
 
 
+def test_dtmf_duration_fits_the_event_clock() -> None:
+    sip_dtmf.DtmfSender(48000).send("1", 1365)
+    with pytest.raises(ValueError, match="at most 1365 ms at a 48000 Hz"):
+        sip_dtmf.DtmfSender(48000).send("1", 2000)
+
+
 def test_dtmf_receiver_reports_each_event_once() -> None:
     receiver = sip_dtmf.DtmfReceiver()
     got: list[str] = []
