@@ -32,6 +32,7 @@ from .rest_config import default_method_config
 from .rtsp_pull import PullService, PullSettings
 from .rtsp_server import RtspService
 from .session import Session, SessionRegistry
+from .sip_service import SipService, SipSettings, media_factory
 from .snapshots import SnapshotService
 from .streams import StreamService
 from .ws import ClientConnection, ConnectionServices, Handler
@@ -83,13 +84,15 @@ class Server:
         self.bug_reports = BugReports(self.hooks, self.streams.media_sessions, config.node_id, self.media_core,
                                       config["server.reports_dir"] or config.data_dir / "reports")
         self.snapshots = SnapshotService(self.depacketize, self.streams.published, self.hooks, self.media.now)
-        for service in (self.events, self.bug_reports, self.snapshots):
+        self.sip = SipService(SipSettings.from_config(config), self.hooks,
+                              media_factory(self.media, self.transcoders, registry, SipSettings.from_config(config)))
+        for service in (self.events, self.bug_reports, self.snapshots, self.sip):
             self.handlers.update(service.handlers())
         self.connection_services = ConnectionServices(
             node_id=config.node_id, apps=self.apps, hooks=self.hooks, sessions=self.sessions, handlers=self.handlers,
             on_session_closed=self.on_session_closed, ping_interval=config["ws.ping_interval"],
             ping_probes=config["ws.ping_probes"], max_message_bytes=config["ws.max_message_bytes"],
-            connect_on_error=config["hooks.connect_on_error"])
+            connect_on_error=config["hooks.connect_on_error"], on_session_established=self.sip.session_established)
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
@@ -128,6 +131,8 @@ class Server:
             await self.rtsp.shutdown()
             log.warning("RTSP is off: port %d needs root or CAP_NET_BIND_SERVICE; set rtsp.port (e.g. 8554)",
                         self.config["rtsp.port"])
+        for name, port in (await self.sip.start()).items():
+            self.urls[name] = f"{_host_for_url(self.sip.settings.stack.bind)}:{port}"
         return self.urls
 
     async def _listen(self, app: web.Application, host: str, port: int,
@@ -142,6 +147,7 @@ class Server:
         return int(server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        await self.sip.shutdown()
         await self.streams.shutdown()
         await self.keepalive.shutdown()
         await self.snapshots.shutdown()
@@ -191,6 +197,7 @@ class Server:
             "rtsp": self.rtsp.snapshot(),
             "rtspPulls": len(self.pulls),
             "snapshots": self.snapshots.describe(),
+            "sip": self.sip.describe(),
             "streamEvents": {"sent": self.events.sent, "keepAlives": self.keepalive.sent,
                              "terminatedByKeepAlive": self.keepalive.terminated,
                              "bugReports": self.bug_reports.saved},
@@ -250,6 +257,7 @@ class Server:
         is left to do here."""
 
     async def on_session_closed(self, session: Session, reason: str) -> None:
+        await self.sip.session_closed(session, reason)
         await self.streams.session_closed(session, reason)
 
 
