@@ -395,3 +395,57 @@ async def test_a_full_port_range_is_a_sip_media_error() -> None:
     finally:
         for call in calls:
             await call.close()
+
+
+@pytest.mark.parametrize("codec", ["PCMA", "opus"])
+async def test_a_call_to_the_browser_offers_it_our_sdp(tmp_path: Path, codec: str) -> None:
+    """An incoming SIP call: the server offers to the browser (the WebSDK answers), the SIP peer's
+    offer gets our answer, and tones go both ways."""
+    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
+    registry = StreamRegistry()
+    transcoders = Transcoders(core.track, core.rtp)
+    media = CallMedia(core, transcoders, SipMediaSettings(), call_id="incoming", has_video=False,
+                      claim=registry.claim, release=registry.release, on_dtmf=lambda d: None,
+                      on_timeout=lambda: None)
+    browser = BrowserLeg(BROWSER_TONE, offering=False)
+    phone = await Phone(tmp_path, codec).start()
+    try:
+        offer = await media.browser_offer()
+        assert "opus/48000/2" in offer and "a=sendrecv" in offer and "m=video" not in offer
+        assert "extmap" not in offer
+        with pytest.raises(SipMediaError, match="negotiated already"):
+            await media.browser_offer()
+        await media.browser_answered(await browser.answer(offer))
+        with pytest.raises(SipMediaError, match="no offer"):
+            await media.browser_answered("v=0\r\n")
+        media.sip_answer(phone.sdp())
+        phone.remote = ("127.0.0.1", media.describe()["sip"]["local_port"])
+        await phone.play_tone(PHONE_TONE, 8.0)
+        recorded, rate = read_wav(await phone.record(2.0))
+        assert abs(peak_frequency(recorded, rate) - BROWSER_TONE) < TOLERANCE
+        await wait_for(lambda: len(browser.recording()) > 2 * browser.rate)
+        assert abs(peak_frequency(browser.recording(1.5), browser.rate) - PHONE_TONE) < TOLERANCE
+    finally:
+        await media.close()
+        await browser.close()
+        await phone.close()
+        transcoders.close()
+
+
+async def test_a_browser_answer_without_audio_is_a_sip_media_error() -> None:
+    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
+    registry = StreamRegistry()
+    media = CallMedia(core, Transcoders(core.track, core.rtp), SipMediaSettings(), call_id="x", has_video=False,
+                      claim=registry.claim, release=registry.release, on_dtmf=lambda d: None,
+                      on_timeout=lambda: None)
+    try:
+        offer = await media.browser_offer()
+        client = RTCPeerConnection()
+        await client.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await client.setLocalDescription(await client.createAnswer())
+        rejected = client.localDescription.sdp.replace("a=rtpmap:96 opus/48000/2", "a=rtpmap:96 PCMU/8000")
+        with pytest.raises(SipMediaError):
+            await media.browser_answered(rejected)
+        await client.close()
+    finally:
+        await media.close()

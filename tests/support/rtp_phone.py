@@ -171,10 +171,11 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 class BrowserLeg:
     """An aiortc peer connection as the browser's call: sends a tone, records what it receives (mono)."""
 
-    def __init__(self, frequency: float = 700.0, video: str | None = None):
+    def __init__(self, frequency: float = 700.0, video: str | None = None, offering: bool = True):
         self.pc = RTCPeerConnection()
         self.tone = ToneTrack(frequency)
-        self.pc.addTransceiver(self.tone, direction="sendrecv")
+        if offering:  # else `answer` puts the tone on the transceiver the server's offer makes
+            self.pc.addTransceiver(self.tone, direction="sendrecv")
         if video is not None:  # a test pattern, offering only that codec
             transceiver = self.pc.addTransceiver(TestPatternTrack(320, 240, 15), direction="sendrecv")
             transceiver.setCodecPreferences(codec_preferences("video", video))
@@ -209,6 +210,16 @@ class BrowserLeg:
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def answer(self, offer: str) -> str:
+        """Answer the server's offer (a call to the browser) with the tone, sendrecv."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        audio = next(t for t in self.pc.getTransceivers() if t.kind == "audio" and t.mid is not None)
+        if audio.sender.track is None:
+            audio.sender.replaceTrack(self.tone)
+            audio.direction = "sendrecv"
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
         return str(self.pc.localDescription.sdp)
 
     async def answered(self, sdp: str) -> None:
