@@ -80,6 +80,9 @@ class DtmfSender:
         if not MIN_DURATION_MS <= duration_ms <= MAX_DURATION_MS:
             raise ValueError(f"DTMF duration must be {MIN_DURATION_MS}..{MAX_DURATION_MS} ms, not {duration_ms}")
         ticks = duration_ms * self.clock_rate // 1000
+        if ticks > 0xFFFF:  # one event's duration field; longer events would need segments (2.5.1.3)
+            raise ValueError(f"DTMF duration must be at most {0xFFFF * 1000 // self.clock_rate} ms "
+                             f"at a {self.clock_rate} Hz event clock, not {duration_ms}")
         self._queue.extend((digit, ticks) for digit in digits)
 
     def due(self, now: float) -> list[EventPacket]:

@@ -184,7 +184,6 @@ class CallMedia:
         self._timer_from: float | None = None
         self._timed_out = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._created_at = time.monotonic()
         self.closed = False
 
     def _publish(self, stream: Stream, codec: Codec) -> PublishedTrack:
@@ -205,18 +204,45 @@ class CallMedia:
     # -- the browser leg ---------------------------------------------------------------------------
 
     async def browser_answer(self, offer_sdp: str) -> str:
-        """The answer to the browser's offer (sendrecv: Opus audio, optionally H.264 or VP8 video)."""
-        self._check_open()
-        if self._peer is not None:
-            raise SipMediaError("the browser's media is negotiated already")
-        peer = Peer(f"call {self.call_id!r}", self.core.public_address)
-        self._peer = peer
+        """The answer to the browser's offer (a call the browser places: sendrecv Opus audio, optionally
+        H.264 or VP8 video)."""
+        peer = self._new_peer()
         try:
             answer = await peer.answer_call(offer_sdp)
         except (SdpError, NoCommonCodecs) as exc:
             self._peer = None
             await peer.close()
             raise SipMediaError(str(exc)) from None
+        await self._browser_negotiated(peer)
+        return answer
+
+    async def browser_offer(self) -> str:
+        """Our offer to the browser, for a call the SIP peer places (the WebSDK answers it): sendrecv
+        Opus, and video when the call has it. `browser_answered` takes the browser's answer."""
+        peer = self._new_peer()
+        return await peer.offer_call(self.has_video)
+
+    async def browser_answered(self, answer_sdp: str) -> None:
+        """The browser's answer to `browser_offer`."""
+        self._check_open()
+        peer = self._peer
+        if peer is None or peer.tracks:
+            raise SipMediaError("no offer to the browser is waiting for its answer")
+        try:
+            await peer.call_answered(answer_sdp)
+        except (SdpError, NoCommonCodecs) as exc:
+            raise SipMediaError(str(exc)) from None
+        await self._browser_negotiated(peer)
+
+    def _new_peer(self) -> Peer:
+        self._check_open()
+        if self._peer is not None:
+            raise SipMediaError("the browser's media is negotiated already")
+        self._peer = Peer(f"call {self.call_id!r}", self.core.public_address)
+        return self._peer
+
+    async def _browser_negotiated(self, peer: Peer) -> None:
+        """The browser leg's tracks are known: publish what it sends, and send it the SIP stream."""
         if self.closed:
             await peer.close()
             raise SipMediaError("the call has ended")
@@ -244,7 +270,6 @@ class CallMedia:
         peer.on_route = self._on_browser_route
         self._start_task(self._browser_report_loop())
         self._wire()
-        return answer
 
     def _on_browser_route(self, route: Route | None) -> None:
         assert self._peer is not None

@@ -2,7 +2,9 @@
 (RFC 3550 section 11), both non-blocking and read by the event loop.
 
 Symmetric RTP (comedia): we send to the address the peer's SDP names until the peer's first valid RTP
-packet arrives, then to where that came from (the peer may sit behind a NAT). Once latched, packets from
+packet arrives, then to where that came from (the peer may sit behind a NAT); RTCP then goes to that
+source's port + 1 unless the SDP named an RTCP port (RFC 3605), until the peer's own RTCP arrives and
+latches it. Once latched, packets from
 other addresses are counted (`foreign`) and dropped, until `set_remote` (a new SDP) latches anew. RTCP
 latches the same way on its own socket. Datagrams that are not RTP (short, version not 2) are counted in
 `junk` and dropped; a full socket drops what we send and counts it (`send_dropped`): never a wait.
@@ -79,6 +81,7 @@ class RtpEndpoint:
         self._now = now
         self._sdp_rtp: tuple[str, int] | None = None  # from the peer's SDP
         self._sdp_rtcp: tuple[str, int] | None = None
+        self._rtcp_named = False  # the SDP said where RTCP goes (a=rtcp), not just RTP + 1
         self.rtp_remote: tuple[Any, ...] | None = None  # where we send RTP now
         self.rtcp_remote: tuple[Any, ...] | None = None
         self.rtp_latched = False
@@ -95,6 +98,7 @@ class RtpEndpoint:
         """The peer's SDP address: sent to until its RTP (RTCP) arrives, which latches again."""
         self._sdp_rtp = (address, port)
         self._sdp_rtcp = (address, rtcp_port or port + 1)
+        self._rtcp_named = rtcp_port is not None
         self.rtp_remote, self.rtcp_remote = self._sdp_rtp, self._sdp_rtcp
         self.rtp_latched = self._rtcp_latched = False
 
@@ -121,7 +125,7 @@ class RtpEndpoint:
             else:
                 self.rtp_remote = addr
                 self.rtp_latched = True
-                if not self._rtcp_latched:
+                if not self._rtcp_latched and not self._rtcp_named:
                     self.rtcp_remote = (addr[0], addr[1] + 1) + tuple(addr[2:])
             stats.rtp_received += 1
             stats.rtp_bytes_received += len(data)

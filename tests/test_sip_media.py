@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -19,7 +20,7 @@ from media.sfu import MediaCore, WebRtcViewer
 from media.sip_media import CallMedia, SipMediaError, SipMediaSettings
 from media.stream import StreamRegistry
 from media.transcode import Transcoders
-from tests.support.rtp_phone import BrowserLeg, Phone, peak_frequency, read_wav
+from tests.support.rtp_phone import BrowserLeg, Phone, peak_frequency, read_wav, sdp_of
 
 BROWSER_TONE = 700.0
 PHONE_TONE = 1000.0
@@ -296,3 +297,155 @@ async def test_browser_offer_that_cannot_be_used_is_a_sip_media_error(setup: Cal
         CallMedia(core, Transcoders(core.track, core.rtp), SipMediaSettings(), call_id=call.media.call_id,
                   has_video=False, claim=call.registry.claim, release=call.registry.release,
                   on_dtmf=lambda d: None, on_timeout=lambda: None)
+
+
+@pytest.mark.parametrize("browser_video", ["H264", "VP8"])
+async def test_video_calls_carry_h264_to_and_from_the_phone(tmp_path: Path, browser_video: str) -> None:
+    from media.depacketize import Depacketizer
+    from tests.support.rtp_phone import VideoPort
+
+    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
+    registry = StreamRegistry()
+    transcoders = Transcoders(core.track, core.rtp)
+    media = CallMedia(core, transcoders, SipMediaSettings(), call_id="video", has_video=True,
+                      claim=registry.claim, release=registry.release, on_dtmf=lambda d: None,
+                      on_timeout=lambda: None)
+    browser = BrowserLeg(BROWSER_TONE, video=browser_video)
+    phone = await Phone(tmp_path, "PCMU").start()
+    video = await VideoPort().start()
+    try:
+        await browser.answered(await media.browser_answer(await browser.offer()))
+        assert media.describe()["browser"]["codecs"] == {"audio": "opus", "video": browser_video}
+        offer = media.sip_offer()
+        assert "m=video" in offer and "H264/90000" in offer and "packetization-mode=1" in offer
+        media.sip_answered(phone.sdp().replace("a=sendrecv\r\n", "a=sendrecv\r\n" + video.sdp_section(), 1))
+        described = media.describe()
+        assert described["sip"]["video"] == "H264"
+        video.remote = ("127.0.0.1", described["sip"]["video_port"])
+        # VP8 in the browser: the shared transcoders make H.264 for the phone and VP8 for the browser.
+        assert described["video_transcoders"] == (2 if browser_video == "VP8" else 0)
+        await video.send_video(10.0)
+        # The browser's video reaches the phone as H.264 it can reassemble into keyframes and frames.
+        await wait_for(lambda: len(video.received) > 100, 30)
+        depacketizer = Depacketizer("H264", 90000)
+        frames = [f for packet in video.received if packet[1] & 0x7F == VideoPort.PAYLOAD_TYPE
+                  for f in depacketizer.push(packet)]
+        assert frames and frames[0].keyframe
+        decoder = av.CodecContext.create("h264", "r")
+        pictures = [p for f in frames for p in decoder.decode(av.Packet(f.data))]
+        assert len(pictures) >= 5 and pictures[0].width == 320
+        # The phone's H.264 reaches the browser, who decodes it.
+        await wait_for(lambda: browser.video_frames >= 15, 30)
+    finally:
+        await media.close()
+        await browser.close()
+        await phone.close()
+        await video.close()
+        transcoders.close()
+
+
+async def test_rtcp_reports_go_to_the_peers_rtcp_port(setup: Callable[..., Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from media import rtcp as rtcp_twin
+    from media import sip_media
+
+    monkeypatch.setattr(sip_media, "RTCP_INTERVAL", 0.3)
+    call, _digits, _timeouts = await setup("PCMU")
+    loop = asyncio.get_running_loop()
+    reports: list[bytes] = []
+
+    class Collect(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            reports.append(data)
+
+    rtcp_port, _ = await loop.create_datagram_endpoint(Collect, local_addr=("127.0.0.1", 0))
+    port = rtcp_port.get_extra_info("sockname")[1]
+    try:  # a re-INVITE naming the phone's RTCP port (RFC 3605)
+        call.media.sip_answer(call.phone.sdp().replace("a=ptime:20", f"a=ptime:20\r\na=rtcp:{port}"))
+        await call.phone.play_tone(PHONE_TONE, 5.0)
+        await wait_for(lambda: any(rtcp_twin.parse_rtcp(r)[0].packet_type == rtcp_twin.RTCP_SR for r in reports))
+        audio_ssrc = {rtp_fields(p)[4] for p in call.phone.received}
+        sender_report = next(p for r in reports for p in rtcp_twin.parse_rtcp(r) if p.packet_type == rtcp_twin.RTCP_SR)
+        assert audio_ssrc == {sender_report.ssrc} and sender_report.packet_count > 0
+        # A report about the phone's stream rides along once its RTP has come in.
+        await wait_for(lambda: any(p.packet_type == rtcp_twin.RTCP_SR and p.reports
+                                   for r in reports[-2:] for p in rtcp_twin.parse_rtcp(r)))
+        assert any(p.packet_type == rtcp_twin.RTCP_SDES for p in rtcp_twin.parse_rtcp(reports[-1]))
+        # The phone's own reports reach the call's RTCP port (RTP + 1) and are counted; junk is not.
+        rtcp_port.sendto(rtcp_twin.build_rr(0xABCD), ("127.0.0.1", call.sip["local_port"] + 1))
+        rtcp_port.sendto(b"\x01\x02", ("127.0.0.1", call.sip["local_port"] + 1))
+        await wait_for(lambda: call.sip["rtcp_received"] >= 1 and call.sip["junk"] >= 1)
+    finally:
+        rtcp_port.close()
+
+
+async def test_a_full_port_range_is_a_sip_media_error() -> None:
+    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
+    registry = StreamRegistry()
+    settings = SipMediaSettings(port_min=23456, port_max=23458)  # room for one call
+    calls = [CallMedia(core, Transcoders(core.track, core.rtp), settings, call_id=f"c{k}", has_video=False,
+                       claim=registry.claim, release=registry.release, on_dtmf=lambda d: None,
+                       on_timeout=lambda: None) for k in range(2)]
+    try:
+        assert "m=audio 23456 RTP/AVP" in calls[0].sip_offer()
+        with pytest.raises(SipMediaError, match="no RTP port"):
+            calls[1].sip_answer(sdp_of("PCMU", 4000))
+        await calls[0].close()
+        assert "m=audio 23456 RTP/AVP" in calls[1].sip_answer(sdp_of("PCMU", 4000))  # free again
+    finally:
+        for call in calls:
+            await call.close()
+
+
+@pytest.mark.parametrize("codec", ["PCMA", "opus"])
+async def test_a_call_to_the_browser_offers_it_our_sdp(tmp_path: Path, codec: str) -> None:
+    """An incoming SIP call: the server offers to the browser (the WebSDK answers), the SIP peer's
+    offer gets our answer, and tones go both ways."""
+    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
+    registry = StreamRegistry()
+    transcoders = Transcoders(core.track, core.rtp)
+    media = CallMedia(core, transcoders, SipMediaSettings(), call_id="incoming", has_video=False,
+                      claim=registry.claim, release=registry.release, on_dtmf=lambda d: None,
+                      on_timeout=lambda: None)
+    browser = BrowserLeg(BROWSER_TONE, offering=False)
+    phone = await Phone(tmp_path, codec).start()
+    try:
+        offer = await media.browser_offer()
+        assert "opus/48000/2" in offer and "a=sendrecv" in offer and "m=video" not in offer
+        assert "extmap" not in offer
+        with pytest.raises(SipMediaError, match="negotiated already"):
+            await media.browser_offer()
+        await media.browser_answered(await browser.answer(offer))
+        with pytest.raises(SipMediaError, match="no offer"):
+            await media.browser_answered("v=0\r\n")
+        media.sip_answer(phone.sdp())
+        phone.remote = ("127.0.0.1", media.describe()["sip"]["local_port"])
+        await phone.play_tone(PHONE_TONE, 8.0)
+        recorded, rate = read_wav(await phone.record(2.0))
+        assert abs(peak_frequency(recorded, rate) - BROWSER_TONE) < TOLERANCE
+        await wait_for(lambda: len(browser.recording()) > 2 * browser.rate)
+        assert abs(peak_frequency(browser.recording(1.5), browser.rate) - PHONE_TONE) < TOLERANCE
+    finally:
+        await media.close()
+        await browser.close()
+        await phone.close()
+        transcoders.close()
+
+
+async def test_a_browser_answer_without_audio_is_a_sip_media_error() -> None:
+    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
+    registry = StreamRegistry()
+    media = CallMedia(core, Transcoders(core.track, core.rtp), SipMediaSettings(), call_id="x", has_video=False,
+                      claim=registry.claim, release=registry.release, on_dtmf=lambda d: None,
+                      on_timeout=lambda: None)
+    try:
+        offer = await media.browser_offer()
+        client = RTCPeerConnection()
+        await client.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await client.setLocalDescription(await client.createAnswer())
+        rejected = client.localDescription.sdp.replace("a=rtpmap:96 opus/48000/2", "a=rtpmap:96 PCMU/8000")
+        with pytest.raises(SipMediaError):
+            await media.browser_answered(rejected)
+        await client.close()
+    finally:
+        await media.close()

@@ -24,7 +24,8 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from streaming.client.media import ToneTrack
+from streaming.client.media import TestPatternTrack, ToneTrack
+from streaming.client.webrtc import codec_preferences
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 # ffmpeg's encoder, sample rate and RTP payload type per SIP codec
@@ -170,18 +171,31 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 class BrowserLeg:
     """An aiortc peer connection as the browser's call: sends a tone, records what it receives (mono)."""
 
-    def __init__(self, frequency: float = 700.0, video: bool = False):
+    def __init__(self, frequency: float = 700.0, video: str | None = None, offering: bool = True):
         self.pc = RTCPeerConnection()
         self.tone = ToneTrack(frequency)
-        self.pc.addTransceiver(self.tone, direction="sendrecv")
+        if offering:  # else `answer` puts the tone on the transceiver the server's offer makes
+            self.pc.addTransceiver(self.tone, direction="sendrecv")
+        if video is not None:  # a test pattern, offering only that codec
+            transceiver = self.pc.addTransceiver(TestPatternTrack(320, 240, 15), direction="sendrecv")
+            transceiver.setCodecPreferences(codec_preferences("video", video))
         self.samples: list[np.ndarray] = []
+        self.video_frames = 0
         self.rate = 48000
         self._tasks: list[asyncio.Task[None]] = []
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
-            if track.kind == "audio":
-                self._tasks.append(asyncio.get_running_loop().create_task(self._pull(track)))
+            pull = self._pull if track.kind == "audio" else self._pull_video
+            self._tasks.append(asyncio.get_running_loop().create_task(pull(track)))
+
+    async def _pull_video(self, track: Any) -> None:
+        while True:
+            try:
+                await track.recv()
+            except MediaStreamError:
+                return
+            self.video_frames += 1
 
     async def _pull(self, track: Any) -> None:
         while True:
@@ -196,6 +210,16 @@ class BrowserLeg:
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def answer(self, offer: str) -> str:
+        """Answer the server's offer (a call to the browser) with the tone, sendrecv."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        audio = next(t for t in self.pc.getTransceivers() if t.kind == "audio" and t.mid is not None)
+        if audio.sender.track is None:
+            audio.sender.replaceTrack(self.tone)
+            audio.direction = "sendrecv"
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
         return str(self.pc.localDescription.sdp)
 
     async def answered(self, sdp: str) -> None:
@@ -216,3 +240,53 @@ class BrowserLeg:
         for task in self._tasks:
             task.cancel()
         await self.pc.close()
+
+
+class VideoPort:
+    """A phone's video RTP port: ffmpeg sends H.264 (libx264, packetization-mode 1) through it, and it
+    keeps what the call sends."""
+
+    PAYLOAD_TYPE = 96
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.remote: tuple[str, int] | None = None
+        self.port = 0
+        self._transport: asyncio.DatagramTransport | None = None
+        self._inner: asyncio.DatagramTransport | None = None
+        self._processes: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> VideoPort:
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Port(lambda data, addr: self.received.append(data)), local_addr=("127.0.0.1", 0))
+        self.port = self._transport.get_extra_info("sockname")[1]
+        self._inner, _ = await loop.create_datagram_endpoint(lambda: _Port(self._from_ffmpeg),
+                                                             local_addr=("127.0.0.1", 0))
+        return self
+
+    def sdp_section(self) -> str:
+        return (f"m=video {self.port} RTP/AVP {self.PAYLOAD_TYPE}\r\na=rtpmap:{self.PAYLOAD_TYPE} H264/90000\r\n"
+                f"a=fmtp:{self.PAYLOAD_TYPE} profile-level-id=42e01f;packetization-mode=1\r\na=sendrecv\r\n")
+
+    def _from_ffmpeg(self, data: bytes, addr: Any) -> None:
+        if self.remote is not None and self._transport is not None:
+            self._transport.sendto(data, self.remote)
+
+    async def send_video(self, seconds: float) -> None:
+        assert self._inner is not None
+        inner = self._inner.get_extra_info("sockname")[1]
+        args = [FFMPEG, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                f"testsrc=size=320x240:rate=15:duration={seconds}", "-c:v", "libx264", "-profile:v", "baseline",
+                "-tune", "zerolatency", "-g", "15", "-pix_fmt", "yuv420p", "-payload_type", str(self.PAYLOAD_TYPE),
+                "-f", "rtp", f"rtp://127.0.0.1:{inner}?pkt_size=1200"]
+        self._processes.append(await asyncio.create_subprocess_exec(*args, stdin=subprocess.DEVNULL))
+
+    async def close(self) -> None:
+        for process in self._processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        for transport in (self._transport, self._inner):
+            if transport is not None:
+                transport.close()
