@@ -124,6 +124,9 @@ class SipTransport:
     # -- bytes in and out ------------------------------------------------------------------------
 
     def received(self, data: bytes, peer: Peer) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("SIP from %s %s:%d: %s", peer.transport, peer.host, peer.port,
+                      data[:data.find(b"\r\n")].decode(errors="replace"))
         try:
             self.endpoint.receive(data, peer, self.now())
         except Exception:
@@ -133,6 +136,9 @@ class SipTransport:
     def send(self, data: bytes, peer: Peer) -> None:
         if self._closed:
             return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("SIP to %s %s:%d: %s", peer.transport, peer.host, peer.port,
+                      data[:data.find(b"\r\n")].decode(errors="replace"))
         if self._timer is None or self._timer.when() > asyncio.get_running_loop().time() + 0.05:
             # a new transaction may have a retransmission timer earlier than the one scheduled
             asyncio.get_running_loop().call_soon(self._schedule)

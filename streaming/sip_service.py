@@ -244,11 +244,12 @@ class CallLeg(CallListener):
         self.service.spawn(self.service.follow_refer(self, target, request))
         return True
 
-    def transfer_progress(self, status: str, message: Message) -> None:
+    def transfer_progress(self, status: str, message: Message, ours: bool = True) -> None:
+        """How a transfer goes: ours (we sent REFER) or the peer's (`ours` False: we were referred)."""
         obj = {"callId": self.id, "status": status, "incoming": self.incoming, **_sip_fields(message)}
         self.service.spawn(self.session.send(protocol.frame("notifyTransferEvent", obj)))
         self.session.report("TransferStatusEvent", obj)
-        if status == "COMPLETED" and self.sip is not None and not self.sip.ended:
+        if ours and status == "COMPLETED" and self.sip is not None and not self.sip.ended:
             # The transferee reached the target (NOTIFY 200): our part of the call is over (RFC 5589 §6.1).
             self.service.spawn(self.hangup("Transferred"))
 
@@ -426,6 +427,8 @@ class SipService:
         await session.send(protocol.frame("setRemoteSDP", call_id, browser_offer))
         obj = leg.describe("RING", None, request)
         await session.send(protocol.frame("notifyIncomingCall", obj))
+        # The WebSDK makes the call NEW; the RING status makes it RING, which `hangup` can decline.
+        await session.send(protocol.frame("ring", obj))
         session.report("CallStatusEvent", obj)
 
     async def answer(self, session: Session, obj: dict[str, Any]) -> None:
@@ -549,11 +552,12 @@ class SipService:
         if new.state == "established":
             await old.notify_refer(200, "OK")
             leg.sip = new
+            old.listener = CallListener()  # the old dialog's end is not the call's end
             await old.hangup()
-            leg.transfer_progress("COMPLETED", request)
+            leg.transfer_progress("COMPLETED", request, ours=False)
         else:
             await old.notify_refer(503, "Service Unavailable")
-            leg.transfer_progress("FAILED", request)
+            leg.transfer_progress("FAILED", request, ours=False)
 
     # -- messages --------------------------------------------------------------------------------
 

@@ -197,7 +197,7 @@ def bob(kamailio: Kamailio) -> Iterator[Baresip]:
 
 @pytest.fixture
 def sip_server(start_server: Any, backend: Backend) -> ServerProcess:
-    server: ServerProcess = start_server(["--sip-udp-port", "0", "--sip-tcp-port", "0"])
+    server: ServerProcess = start_server(["--sip-udp-port", "0", "--sip-tcp-port", "0", "--log-level", "debug"])
     server.add_app("sipApp", "sipApp", backend.url)
     return server
 
@@ -592,3 +592,122 @@ def test_busy_phone_gives_busy(phone: Phone, backend: Backend) -> None:
         sipp.stop()
     busy = backend.wait_for("CallStatusEvent", lambda c: c.body.get("status") == "BUSY")
     assert busy.body["sipStatus"] == 486
+
+
+def test_browser_declines_an_incoming_call(phone: Phone, bob: Baresip, backend: Backend) -> None:
+    phone.connect("alice", "alice")
+    phone.wait("alice", "REGISTERED")
+    bob.command("dial", f"sip:alice@127.0.0.1:{phone.kamailio.port}")
+    target = phone.wait("alice", "INCOMING_CALL")["call"]
+    phone.b.js("window.__s.calls[arguments[0]].hangup()", target)
+    closed = bob.wait_event("CALL_CLOSED")
+    assert "603" in str(closed.get("param", "")) or "Decline" in str(closed.get("param", "")), closed
+    backend.wait_for("hangup")
+
+
+TRANSFEREE = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="refers the browser to bob">
+  <recv request="INVITE">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="from"/>
+      <ereg regexp="sip:[^>]*" search_in="hdr" header="Contact:" assign_to="contact"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+[last_Record-Route:]
+Contact: <sip:callee@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [local_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+]]></send>
+  <recv request="ACK"/>
+  <pause milliseconds="500"/>
+  <send retrans="500"><![CDATA[
+REFER [$contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$from]
+Call-ID: [call_id]
+CSeq: 1 REFER
+Contact: <sip:callee@[local_ip]:[local_port]>
+Refer-To: <sip:bob@127.0.0.1:KAMAILIO_PORT>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="202"/>
+  <recv request="NOTIFY"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="NOTIFY">
+    <action><ereg regexp="SIP/2.0 200" search_in="body" check_it="true" assign_to="done"/></action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <Reference variables="done"/>
+</scenario>
+"""
+
+
+def test_the_far_end_transfers_the_browser_to_bob(phone: Phone, bob: Baresip, kamailio: Kamailio) -> None:
+    """An incoming REFER: the gateway calls bob with the browser's media, reports to the referrer with
+    NOTIFY sipfrag, and leaves it; the browser's call goes on, now with bob (his tone reaches it)."""
+    from tests.support.sip_peers import Sipp
+
+    sipp = Sipp(TRANSFEREE.replace("KAMAILIO_PORT", str(kamailio.port))).start(None)
+    try:
+        phone.connect("alice", "alice")
+        phone.wait("alice", "REGISTERED")
+        phone.call("alice", "out", f"sip:callee@127.0.0.1:{sipp.port}")
+        phone.wait("out", "ESTABLISHED", "FAILED", "FINISH")
+        bob.wait_event("CALL_ESTABLISHED", timeout=20)
+        code, output = sipp.wait(30)
+        assert code == 0, output + "\n".join(line for line in phone.server.log().splitlines() if "SIP" in line)
+    finally:
+        sipp.stop()
+    assert "FINISH" not in phone.events("out") and "FAILED" not in phone.events("out"), \
+        "\n".join(line for line in phone.server.log().splitlines() if "sip_service" in line)
+    assert_hears(phone)
+    assert_recorded_tone(bob)
+    phone.b.js("window.__s.calls['out'].hangup()")
+    bob.wait_event("CALL_CLOSED")
