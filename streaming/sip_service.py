@@ -162,6 +162,8 @@ class CallLeg(CallListener):
     invite: Request | None = None
     pending_ack_sdp: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The client's in-call requests (re-INVITE, INFO) go out one at a time, in the order they came.
+    requests_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def session(self) -> Session:
@@ -386,7 +388,8 @@ class SipService:
         await session.send(protocol.frame("setRemoteSDP", call_id, answer))
         headers = invite_headers(obj.get("inviteParameters")) + invite_headers(obj.get("sipHeaders"))
         leg.sip = SipCall(gateway.agent, leg)
-        await leg.sip.start(target, offer, headers, display_name=leg.visible_name)
+        # In a task of its own: the session's next messages (hangup: CANCEL) must not wait for the answer.
+        self.spawn(leg.sip.start(target, offer, headers, display_name=leg.visible_name))
 
     # -- incoming calls --------------------------------------------------------------------------
 
@@ -485,7 +488,12 @@ class SipService:
         allowed, _data, reason = await self._ask(session, message, {"callId": leg.id})
         if not allowed:
             raise ProtocolError(reason, message, leg.id)
-        response = await leg.sip.reinvite(leg.media.sip_offer("sendonly" if hold else "sendrecv"))
+        self.spawn(self._reinvite(session, leg, message, hold))
+
+    async def _reinvite(self, session: Session, leg: CallLeg, message: str, hold: bool) -> None:
+        assert leg.sip is not None
+        async with leg.requests_lock:
+            response = await leg.sip.reinvite(leg.media.sip_offer("sendonly" if hold else "sendrecv"))
         if response is None or not 200 <= response.status < 300:
             shown = f"{response.status} {response.reason}" if response is not None else "no answer"
             await session.send(protocol.fail(f"{message} failed: {shown}", message, leg.id))
@@ -511,6 +519,14 @@ class SipService:
         if kind == "RFC2833":
             leg.media.send_dtmf(digits)
             return
+        self.spawn(self._dtmf_by_info(session, leg, digits, kind))
+
+    async def _dtmf_by_info(self, session: Session, leg: CallLeg, digits: str, kind: str) -> None:
+        async with leg.requests_lock:
+            await self._info_digits(session, leg, digits, kind)
+
+    async def _info_digits(self, session: Session, leg: CallLeg, digits: str, kind: str) -> None:
+        assert leg.sip is not None
         for digit in digits:
             if kind == "INFO":
                 body, content_type = f"Signal={digit}\r\nDuration=160\r\n".encode(), "application/dtmf-relay"
@@ -534,7 +550,7 @@ class SipService:
             target = target_uri(str(data.get("target", target_text)), leg.gateway.account.domain)
         except UriError as exc:
             raise ProtocolError(str(exc), "transfer", leg.id) from None
-        await leg.sip.refer(str(target))
+        self.spawn(leg.sip.refer(str(target)))
 
     async def follow_refer(self, leg: CallLeg, target: str, request: Request) -> None:
         """The peer transferred us (REFER): call `target` with the same media, then leave the old dialog."""
@@ -573,7 +589,7 @@ class SipService:
         if not allowed:
             await self._message_status(session, message_id, "FAILED", reason, None)
             return
-        await self._send_sip_message(gateway, outgoing)
+        self.spawn(self._send_sip_message(gateway, outgoing))
 
     async def _send_sip_message(self, gateway: Gateway, outgoing: OutgoingMessage) -> None:
         session = gateway.session
@@ -678,7 +694,7 @@ class SipService:
 
         sub = Subscription(sub_id, gateway.agent, target, event, expires_s, on_status)
         gateway.subscriptions[sub_id] = sub
-        await sub.start()
+        self.spawn(sub.start())
 
     async def subscription_status(self, gateway: Gateway, sub_id: str, status: str, info: str,
                                   message: Message | None) -> None:
@@ -712,6 +728,9 @@ class SipService:
         if method not in ("GET", "PUT", "DELETE"):
             await self._xcap_status(session, request_id, "FAILED", f"XCAP method {method} is not supported", None, "")
             return
+        self.spawn(self._xcap(session, request_id, method, full, obj))
+
+    async def _xcap(self, session: Session, request_id: str, method: str, full: str, obj: dict[str, Any]) -> None:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         try:

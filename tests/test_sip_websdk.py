@@ -322,7 +322,11 @@ def test_early_hangup_cancels_the_invite(phone: Phone, kamailio: Kamailio) -> No
         phone.wait("out", "RING")
         carol.wait_event("CALL_INCOMING")
         phone.b.js("window.__s.calls['out'].hangup()")
-        carol.wait_event("CALL_CLOSED")
+        try:
+            carol.wait_event("CALL_CLOSED")
+        except AssertionError:
+            raise AssertionError("\n".join(line for line in phone.server.log().splitlines()
+                                           if "sip" in line)) from None
         assert "ESTABLISHED" not in phone.events("out")
     finally:
         carol.stop()
