@@ -87,4 +87,6 @@ if [ $want_test = 1 ]; then
         say "installing the official WebSDK from npm"
         npm ci --no-audit --no-fund --loglevel=error >/dev/null
     fi
+    # SIP peers of the gateway's tests: kamailio (registrar, proxy), baresip (phones), SIPp (scenarios).
+    apt_install kamailio baresip sip-tester
 fi
