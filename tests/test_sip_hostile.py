@@ -218,3 +218,24 @@ def test_503_carries_retry_after(sip_server: ServerProcess) -> None:
         probe.close()
     throttled = [a for a in answers if a is not None and status_of(a) == 503]
     assert throttled and all("Retry-After: 5" in a for a in throttled)
+
+
+def test_sip_over_tls_when_a_certificate_is_configured(start_server: Any, tmp_path: Any) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "sip.crt", tmp_path / "sip.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-days", "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server: ServerProcess = start_server(["--sip-tls-port", "0", "--sip-cert", str(cert), "--sip-key", str(key)])
+    port = sip_port(server, "tls")
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        local = tls.getsockname()[1]
+        tls.sendall(message(port, local, branch="tls1", transport="TLS"))
+        answer = tls.recv(65536).decode()
+        assert answer.startswith("SIP/2.0 200 OK") and "SIP/2.0/TLS" in answer
+        tls.sendall(message(port, local, method="BYE", branch="tls2", to_tag="x", transport="TLS"))
+        assert tls.recv(65536).startswith(b"SIP/2.0 481")

@@ -368,3 +368,27 @@ async def test_multipart_message_with_recipients_and_an_explicit_imdn(
     finally:
         box.stop()
     await client.close()
+
+
+async def test_rest_client_config_rules_the_sip_hooks(sip_server: ServerProcess, kamailio: Kamailio,
+                                                      backend: Backend) -> None:
+    """The connect answer's restClientConfig: OnMessageEvent under OVERWRITE changes what the client
+    gets; restExclude keeps sipMessageRaw out of RegistrationStatusEvent."""
+    config = {"OnMessageEvent": {"restPolicy": "OVERWRITE", "restOverwrite": "body"},
+              "RegistrationStatusEvent": {"restExclude": "sipMessageRaw"}}
+    backend.on("connect", transform=lambda body: {**body, "restClientConfig": config})
+    backend.on("OnMessageEvent", transform=lambda body: {**body, "body": "[filtered]"})
+    client = await registered_client(sip_server, kamailio)
+    loop = asyncio.get_running_loop()
+    registered = await loop.run_in_executor(None, lambda: backend.wait_for("RegistrationStatusEvent"))
+    assert "sipMessageRaw" not in registered.body and registered.body["sipStatus"] == 200
+    phone = Sipp(sender(kamailio.port, free_port(), "From: <sip:x@127.0.0.1>\r\nTo: <sip:alice@127.0.0.1>\r\n\r\n"
+                        "Content-Type: text/plain\r\n\r\nsomething rude")).start(f"127.0.0.1:{kamailio.port}")
+    try:
+        code, output = await sipp_done(phone)
+        assert code == 0, output
+    finally:
+        phone.stop()
+    got = await client.expect("notifyMessage", where={"status": "RECEIVED"}, timeout=15)
+    assert got["data"][0]["body"] == "[filtered]"
+    await client.close()
