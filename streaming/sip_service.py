@@ -119,7 +119,8 @@ class Gateway:
                 "sipDomain": self.account.domain}
         self.session.report("RegistrationStatusEvent", body)
         if status == "REGISTERED":
-            self.service.spawn(self.session.send(protocol.frame("registered", body)))
+            frame = _client_frame(self.session, "registered", "RegistrationStatusEvent", body)
+            self.service.spawn(self.session.send(frame))
         elif status == "FAILED":
             self.service.spawn(self.session.send(protocol.fail(f"SIP registration failed: {info}",
                                                                "RegistrationStatusEvent")))
@@ -187,7 +188,7 @@ class CallLeg(CallListener):
             return
         self.status = status
         obj = self.describe(status, info, message)
-        self.service.spawn(self.session.send(protocol.frame(CALL_MESSAGE[status], obj)))
+        self.service.spawn(self.session.send(_client_frame(self.session, CALL_MESSAGE[status], "CallStatusEvent", obj)))
         self.session.report("CallStatusEvent", obj)
         log.info("call %s %s%s", self.id, status, f" ({info})" if info else "")
         if status in ENDED:
@@ -237,7 +238,7 @@ class CallLeg(CallListener):
 
     def dtmf_received(self, digits: str, kind: str) -> None:
         obj = {"callId": self.id, "dtmf": digits, "type": kind}
-        self.service.spawn(self.session.send(protocol.frame("notifyDTMF", obj)))
+        self.service.spawn(self.session.send(_client_frame(self.session, "notifyDTMF", "DTMFEvent", obj)))
         self.session.report("DTMFEvent", obj)
 
     def referred(self, target: str, request: Request) -> bool:
@@ -249,7 +250,8 @@ class CallLeg(CallListener):
     def transfer_progress(self, status: str, message: Message, ours: bool = True) -> None:
         """How a transfer goes: ours (we sent REFER) or the peer's (`ours` False: we were referred)."""
         obj = {"callId": self.id, "status": status, "incoming": self.incoming, **_sip_fields(message)}
-        self.service.spawn(self.session.send(protocol.frame("notifyTransferEvent", obj)))
+        frame = _client_frame(self.session, "notifyTransferEvent", "TransferStatusEvent", obj)
+        self.service.spawn(self.session.send(frame))
         self.session.report("TransferStatusEvent", obj)
         if ours and status == "COMPLETED" and self.sip is not None and not self.sip.ended:
             # The transferee reached the target (NOTIFY 200): our part of the call is over (RFC 5589 §6.1).
@@ -429,9 +431,9 @@ class SipService:
         leg.status = "RING"
         await session.send(protocol.frame("setRemoteSDP", call_id, browser_offer))
         obj = leg.describe("RING", None, request)
-        await session.send(protocol.frame("notifyIncomingCall", obj))
+        await session.send(_client_frame(session, "notifyIncomingCall", "CallStatusEvent", obj))
         # The WebSDK makes the call NEW; the RING status makes it RING, which `hangup` can decline.
-        await session.send(protocol.frame("ring", obj))
+        await session.send(_client_frame(session, "ring", "CallStatusEvent", obj))
         session.report("CallStatusEvent", obj)
 
     async def answer(self, session: Session, obj: dict[str, Any]) -> None:
@@ -615,7 +617,7 @@ class SipService:
                               message: Message | None, extra: dict[str, Any] | None = None) -> None:
         obj = {"id": message_id, "status": status, "info": info, **_sip_fields(message), **(extra or {})}
         session.report("MessageStatusEvent", obj)
-        await session.send(protocol.frame("notifyMessage", obj))
+        await session.send(_client_frame(session, "notifyMessage", "MessageStatusEvent", obj))
 
     def incoming_message(self, gateway: Gateway, request: Request) -> int:
         try:
@@ -705,7 +707,8 @@ class SipService:
         if status == "Terminated":
             gateway.subscriptions.pop(sub_id, None)
         gateway.session.report("SubscriptionStatusEvent", obj)
-        await gateway.session.send(protocol.frame("notifySubscription", obj))
+        await gateway.session.send(_client_frame(gateway.session, "notifySubscription", "SubscriptionStatusEvent",
+                                                 obj))
 
     async def send_xcap_request(self, session: Session, obj: dict[str, Any]) -> None:
         self._gateway(session, "sendXcapRequest")
@@ -749,7 +752,7 @@ class SipService:
         if http_status is not None:
             obj["httpStatus"] = http_status
         session.report("XcapStatusEvent", obj)
-        await session.send(protocol.frame("notifyXcapResponse", obj))
+        await session.send(_client_frame(session, "notifyXcapResponse", "XcapStatusEvent", obj))
 
 
 class _ReferredCall(CallListener):
@@ -804,6 +807,11 @@ def parse_dtmf_info(request: Request) -> str:
     if content_type == "application/dtmf":
         return text[:1]
     return ""
+
+
+def _client_frame(session: Session, message: str, method: str, obj: dict[str, Any]) -> str:
+    """A frame for the client, without the fields restClientConfig's clientExclude of `method` names."""
+    return protocol.frame(message, session.rest_config.for_method(method).for_client(obj))
 
 
 def _sip_fields(message: Message | None) -> dict[str, Any]:

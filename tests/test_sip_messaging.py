@@ -373,9 +373,11 @@ async def test_multipart_message_with_recipients_and_an_explicit_imdn(
 async def test_rest_client_config_rules_the_sip_hooks(sip_server: ServerProcess, kamailio: Kamailio,
                                                       backend: Backend) -> None:
     """The connect answer's restClientConfig: OnMessageEvent under OVERWRITE changes what the client
-    gets; restExclude keeps sipMessageRaw out of RegistrationStatusEvent."""
+    gets; restExclude keeps sipMessageRaw out of RegistrationStatusEvent, clientExclude out of the client's
+    message statuses."""
     config = {"OnMessageEvent": {"restPolicy": "OVERWRITE", "restOverwrite": "body"},
-              "RegistrationStatusEvent": {"restExclude": "sipMessageRaw"}}
+              "RegistrationStatusEvent": {"restExclude": "sipMessageRaw"},
+              "MessageStatusEvent": {"clientExclude": "sipMessageRaw"}}
     backend.on("connect", transform=lambda body: {**body, "restClientConfig": config})
     backend.on("OnMessageEvent", transform=lambda body: {**body, "body": "[filtered]"})
     client = await registered_client(sip_server, kamailio)
@@ -391,4 +393,7 @@ async def test_rest_client_config_rules_the_sip_hooks(sip_server: ServerProcess,
         phone.stop()
     got = await client.expect("notifyMessage", where={"status": "RECEIVED"}, timeout=15)
     assert got["data"][0]["body"] == "[filtered]"
+    await client.send("sendMessage", {"id": "m2", "to": "nobody", "body": "x"})
+    status = await client.expect("notifyMessage", where={"id": "m2"}, timeout=40)
+    assert status["data"][0]["status"] == "FAILED" and "sipMessageRaw" not in status["data"][0]
     await client.close()
