@@ -449,6 +449,8 @@ class CallMedia:
         self.remote_direction = audio.direction
         self._sip = _SipSide(codec, dtmf, video, local)
         if self._sip_rewriter is None or self._sip_rewriter.clock_rate != codec.clock_rate:
+            if self._sip_rewriter is not None:  # another RTP clock: another SSRC (RFC 7160 section 4.1)
+                self._sip_ssrc = secrets.randbits(32) or 1
             self._sip_rewriter = self.core.rtp.RtpRewriter(self._sip_ssrc, codec.payload_type, codec.clock_rate)
         if self._sip_ingest is None or self._sip_ingest.clock_rate != codec.clock_rate:
             self._sip_ingest = self.core.track.IngestTrack("opus", codec.clock_rate)

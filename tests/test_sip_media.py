@@ -50,10 +50,11 @@ class Call:
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     made: list[tuple[CallMedia, BrowserLeg, Phone, Transcoders]] = []
-    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
 
     async def make(codec: str, *, settings: SipMediaSettings | None = None, outgoing: bool = False,
-                   phone_direction: str = "sendrecv") -> tuple[Call, list[str], list[bool]]:
+                   phone_direction: str = "sendrecv", python_core: bool = False) -> tuple[Call, list[str], list[bool]]:
+        core = MediaCore(native.rtp_module(python_core), native.rtcp_module(python_core),
+                         native.track_module(python_core))
         registry = StreamRegistry()
         transcoders = Transcoders(core.track, core.rtp)
         digits: list[str] = []
@@ -449,3 +450,39 @@ async def test_a_browser_answer_without_audio_is_a_sip_media_error() -> None:
         await client.close()
     finally:
         await media.close()
+
+
+async def test_python_twins_bridge_a_call_too(setup: Callable[..., Any]) -> None:
+    """A server on --python-core: the SIP leg's rewriting and ingest run on the readable twins."""
+    call, _digits, _timeouts = await setup("PCMU", python_core=True)
+    assert native.is_twin(call.media.core.rtp)
+    await call.phone.play_tone(PHONE_TONE, 6.0)
+    recorded, rate = read_wav(await call.phone.record(2.0))
+    assert abs(peak_frequency(recorded, rate) - BROWSER_TONE) < TOLERANCE
+    await wait_for(lambda: len(call.browser.recording()) > 2 * call.browser.rate)
+    assert abs(peak_frequency(call.browser.recording(1.5), call.browser.rate) - PHONE_TONE) < TOLERANCE
+
+
+async def test_a_reinvite_to_another_codec_rewires_the_call(setup: Callable[..., Any]) -> None:
+    call, _digits, _timeouts = await setup("PCMU")
+    await wait_for(lambda: len(call.phone.received) > 10)
+    old = call.media.audio_transcoders
+    assert len(old) == 2
+    call.phone.codec = "opus"  # the phone's re-INVITE offers Opus only now
+    answer = call.media.sip_answer(call.phone.sdp())
+    assert "opus/48000/2" in answer and "PCMU" not in answer
+    assert call.media.audio_transcoders == [] and not call.media.transcoding
+    assert all(t.join(5) for t in old)  # the transcoders' threads ended
+    await call.phone.play_tone(PHONE_TONE, 6.0)
+    recorded, rate = read_wav(await call.phone.record(2.0))
+    assert abs(peak_frequency(recorded, rate) - BROWSER_TONE) < TOLERANCE
+    before = len(call.browser.recording())
+    await wait_for(lambda: len(call.browser.recording()) > before + 2 * call.browser.rate)
+    assert abs(peak_frequency(call.browser.recording(1.5), call.browser.rate) - PHONE_TONE) < TOLERANCE
+    # Another RTP clock, another SSRC (RFC 7160); each numbered without a gap.
+    packets = [rtp_fields(p) for p in call.phone.received]
+    ssrcs = list(dict.fromkeys(p[4] for p in packets))
+    assert len(ssrcs) == 2
+    for ssrc in ssrcs:
+        seqs = [p[2] for p in packets if p[4] == ssrc]
+        assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
