@@ -486,3 +486,24 @@ async def test_a_reinvite_to_another_codec_rewires_the_call(setup: Callable[...,
     for ssrc in ssrcs:
         seqs = [p[2] for p in packets if p[4] == ssrc]
         assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+
+
+async def test_a_real_phones_rfc2833_digits_are_reported_once_each(setup: Callable[..., Any]) -> None:
+    """SIPp's captures of a phone's digits (with the phone's own quirks: the three end packets share a
+    sequence number), replayed from the phone's port at their captured pace."""
+    from tests.support.rtp_phone import pcap_udp_payloads
+
+    call, digits, _timeouts = await setup("PCMU")
+    names = {"1": "1", "5": "5", "star": "*", "pound": "#", "0": "0"}
+    for name in names:
+        packets = pcap_udp_payloads(Path(f"/usr/share/sip-tester/dtmf_2833_{name}.pcap"))
+        start = packets[0][0]
+        began = asyncio.get_running_loop().time()
+        for at, packet in packets:
+            await asyncio.sleep(max(0.0, began + at - start - asyncio.get_running_loop().time()))
+            call.phone.send(packet)
+        await asyncio.sleep(0.1)
+    await wait_for(lambda: len(digits) >= len(names))
+    await asyncio.sleep(0.3)
+    assert digits == list(names.values())
+    assert call.sip["dtmf_received"] == len(names)
