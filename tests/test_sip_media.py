@@ -507,3 +507,28 @@ async def test_a_real_phones_rfc2833_digits_are_reported_once_each(setup: Callab
     await asyncio.sleep(0.3)
     assert digits == list(names.values())
     assert call.sip["dtmf_received"] == len(names)
+
+
+async def test_hostile_sdp_in_a_running_call_is_refused_and_the_call_goes_on(setup: Callable[..., Any]) -> None:
+    call, _digits, _timeouts = await setup("PCMU")
+    await wait_for(lambda: len(call.phone.received) > 10)
+    bad = ["", "v=0\r\n" + "a=x\r\n" * 5000, call.phone.sdp().replace("RTP/AVP 0 101", "RTP/AVP 18"),
+           call.phone.sdp().replace("c=IN IP4 127.0.0.1", "c=IN IP4 evil.example"),
+           call.phone.sdp().replace("RTP/AVP", "RTP/SAVP"), call.phone.sdp().replace("m=audio", "m=video")]
+    for sdp in bad:
+        with pytest.raises(SipMediaError):
+            call.media.sip_answer(sdp)
+        with pytest.raises(SipMediaError):
+            call.media.sip_answered(sdp)
+    with pytest.raises(ValueError):
+        call.media.sip_offer("sideways")
+    with pytest.raises(ValueError):
+        call.media.send_dtmf("12X")
+    assert call.sip["codec"] == "PCMU" and call.sip["remote_direction"] == "sendrecv"
+    before = len(call.phone.received)
+    await wait_for(lambda: len(call.phone.received) > before + 25)  # still sending, to the same place
+    assert call.phone.sources == {("127.0.0.1", call.sip["local_port"])}
+    await call.media.close()
+    await call.media.close()  # idempotent
+    with pytest.raises(SipMediaError, match="ended"):
+        call.media.sip_offer()
