@@ -18,7 +18,8 @@ The SIP leg's RTP (media/sip_rtp.py): symmetric RTP; every packet we send there,
 or an RFC 4733 event (media/sip_dtmf.py), goes through one RtpRewriter (the native one on a native
 core), so the peer sees one SSRC with continuous sequence numbers and timestamps. Audio is held back
 while an event is sent. Sending stops while either side holds (SDP directions); RTP timeout
-(`rtp_timeout` without RTP while neither side holds) calls `on_timeout` once. RTCP: a sender or
+(`rtp_timeout` without RTP while neither side holds) calls `on_timeout` once; so does the browser's
+peer connection failing or closing. RTCP: a sender or
 receiver report every RTCP_INTERVAL seconds; what the peer sends is counted.
 
 Knows nothing of SIP signalling, sessions or hooks: the signalling side calls this API.
@@ -268,6 +269,7 @@ class CallMedia:
         peer.on_rtp = self._on_browser_rtp
         peer.on_rtcp = self._on_browser_rtcp
         peer.on_route = self._on_browser_route
+        peer.on_state = self._on_browser_state
         self._start_task(self._browser_report_loop())
         self._wire()
 
@@ -753,12 +755,22 @@ class CallMedia:
                 continue
             since = max(t for t in (self._last_rtp_at, self._timer_from, 0.0) if t is not None)
             if now - since > self.settings.rtp_timeout:
-                self._timed_out = True
-                log.info("call %r: no RTP from the SIP peer for %.0f s", self.call_id, now - since)
-                try:
-                    self.on_timeout()
-                except Exception:
-                    log.exception("call %r: on_timeout failed", self.call_id)
+                self._media_lost(f"no RTP from the SIP peer for {now - since:.0f} s")
+
+    def _media_lost(self, why: str) -> None:
+        """The call's media is gone (RTP timeout, or the browser's connection failed): `on_timeout`, once."""
+        if self._timed_out or self.closed:
+            return
+        self._timed_out = True
+        log.info("call %r: %s", self.call_id, why)
+        try:
+            self.on_timeout()
+        except Exception:
+            log.exception("call %r: on_timeout failed", self.call_id)
+
+    def _on_browser_state(self, state: str) -> None:
+        if state in ("failed", "closed"):
+            self._media_lost(f"the browser's connection is {state}")
 
     # -- the rest ----------------------------------------------------------------------------------
 

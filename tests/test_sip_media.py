@@ -532,3 +532,12 @@ async def test_hostile_sdp_in_a_running_call_is_refused_and_the_call_goes_on(set
     await call.media.close()  # idempotent
     with pytest.raises(SipMediaError, match="ended"):
         call.media.sip_offer()
+
+
+async def test_the_browser_leaving_ends_the_calls_media(setup: Callable[..., Any]) -> None:
+    call, _digits, timeouts = await setup("PCMU")
+    await wait_for(lambda: call.media.describe()["browser"]["connected"])
+    await call.browser.close()  # the tab is gone: DTLS close_notify, ICE stops
+    await wait_for(lambda: timeouts == [True], 40)
+    await asyncio.sleep(0.3)
+    assert timeouts == [True]  # once
