@@ -530,8 +530,8 @@ async def one_sip_step(n: int, seconds: float, client_count: int, workdir: Path,
     sip_port, media_port = free_port(), free_port()
     sipp = await asyncio.create_subprocess_exec(
         SIPP, *uas_scenario(codec, workdir), "-i", "127.0.0.1", "-p", str(sip_port), "-mi", "127.0.0.1",
-        "-mp", str(media_port), "-rtp_echo", "-nostdin", "-timeout", "600s", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        cwd=workdir)
+        "-mp", str(media_port), "-rtp_echo", "-nostdin", "-timeout", "600s",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
     clients = [await Child("sip-browser-side").start() for _ in range(client_count)]
     loop = asyncio.get_running_loop()
     established: list[float] = []
