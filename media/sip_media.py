@@ -176,6 +176,7 @@ class CallMedia:
         self._sip_ingest: Any = None  # statistics of the peer's audio (loss, jitter)
         self._from_sip_seq = secrets.randbits(16)
         self._from_sip_ts = secrets.randbits(32)
+        self._from_sip_ssrc = secrets.randbits(32) or 1  # a new one per transcoder: its timeline is its own
         self.audio_held_for_dtmf = 0
         self.audio_not_sent_on_hold = 0
         self.unknown_payload = 0
@@ -502,6 +503,7 @@ class CallMedia:
         else:
             self._to_sip = AudioTranscoder(f"{self.call_id} to sip", "opus", codec.key, self._on_to_sip)
             self._from_sip = AudioTranscoder(f"{self.call_id} from sip", codec.key, "opus", self._on_from_sip)
+            self._from_sip_ssrc = secrets.randbits(32) or 1  # readers' rewriters continue across the change
             self._to_sip.start(loop)
             self._from_sip.start(loop)
             browser_audio.listeners.append(self._on_browser_audio)
@@ -665,7 +667,7 @@ class CallMedia:
         for payload, timestamp in payloads:
             self._from_sip_seq = (self._from_sip_seq + 1) & 0xFFFF
             header = header_type(payload_type=OPUS_PT, sequence_number=self._from_sip_seq,
-                                 timestamp=(timestamp + self._from_sip_ts) & 0xFFFFFFFF, ssrc=self._sip_ssrc)
+                                 timestamp=(timestamp + self._from_sip_ts) & 0xFFFFFFFF, ssrc=self._from_sip_ssrc)
             self._sip_audio_track.on_rtp(bytes(header) + payload, now)
 
     def _on_sip_rtcp(self, data: bytes, now: float) -> None:

@@ -541,3 +541,24 @@ async def test_the_browser_leaving_ends_the_calls_media(setup: Callable[..., Any
     await wait_for(lambda: timeouts == [True], 40)
     await asyncio.sleep(0.3)
     assert timeouts == [True]  # once
+
+
+async def test_a_reinvite_to_another_g711_law_gives_new_transcoders(setup: Callable[..., Any]) -> None:
+    """PCMU -> PCMA: both transcoders are made anew; the browser's audio goes on at the same frequency
+    (the new transcoder's output is a new source its rewriter continues from, not a jump back in time)."""
+    call, _digits, _timeouts = await setup("PCMU")
+    await call.phone.play_tone(PHONE_TONE, 2.0)
+    await wait_for(lambda: len(call.browser.recording()) > call.browser.rate)
+    await call.phone.wait_senders()
+    old = call.media.audio_transcoders
+    call.phone.codec = "PCMA"
+    assert "PCMA/8000" in call.media.sip_answer(call.phone.sdp())
+    assert [(t.source.name, t.target.name) for t in call.media.audio_transcoders] == \
+        [("opus", "PCMA"), ("PCMA", "opus")]
+    assert all(t.join(5) for t in old)
+    await call.phone.play_tone(PHONE_TONE * 1.5, 6.0)
+    before = len(call.browser.recording())
+    await wait_for(lambda: len(call.browser.recording()) > before + 2 * call.browser.rate)
+    assert abs(peak_frequency(call.browser.recording(1.5), call.browser.rate) - PHONE_TONE * 1.5) < TOLERANCE
+    recorded, rate = read_wav(await call.phone.record(2.0))
+    assert abs(peak_frequency(recorded, rate) - BROWSER_TONE) < TOLERANCE

@@ -130,6 +130,12 @@ class Phone:
         args += ["-payload_type", str(pt), "-f", "rtp", f"rtp://127.0.0.1:{self.inner_port}?pkt_size=1200"]
         self._processes.append(await asyncio.create_subprocess_exec(*args, stdin=subprocess.DEVNULL))
 
+    async def wait_senders(self, timeout: float = 30.0) -> None:
+        """Until every ffmpeg sending a tone has ended."""
+        async with asyncio.timeout(timeout):
+            for process in self._processes:
+                await process.wait()
+
     async def record(self, seconds: float) -> Path:
         """ffmpeg records what the call sends (from its RTP in the phone's SDP) to a wav file; returns its
         path once ffmpeg has ended (call after the media started flowing: ffmpeg waits for it)."""
