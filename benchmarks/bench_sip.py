@@ -17,7 +17,9 @@ back to where it came from. So each call's audio is transcoded Opus -> PCMU, ech
 step N (calls set up at once): setup time from `call` to `talk` (ESTABLISHED) and to the first echoed audio
 frame at the browser; then, over a steady window, server CPU (utime + stime of the server process, /proc)
 per call in % of one core, and the round-trip loss: tone frames the browsers sent against frames they got
-back, read at one instant.
+back, read at one instant. Then --compare calls again with SIPp answering Opus (the same scenario, its
+SDP changed): forwarded both ways, no transcoder; the ratio of server CPU per call, transcoded over
+forwarded, is printed.
 
 Media only (--media-only). No signalling: a server process of this script holds CallMedia objects and is
 driven over its stdin as the signalling would drive it; the browser sides are aiortc peers as above; the
@@ -493,9 +495,28 @@ async def one_step(n: int, seconds: float, codec: str, client_count: int) -> dic
             await child.stop()
 
 
-async def one_sip_step(n: int, seconds: float, client_count: int, workdir: Path) -> dict[str, Any]:
+def uas_scenario(codec: str, workdir: Path) -> list[str]:
+    """SIPp arguments for its built-in UAS answering PCMU, or the same scenario answering Opus."""
+    if codec == "PCMU":
+        return ["-sn", "uas"]
+    import subprocess
+
+    from tests.support.sip_peers import SIPP
+
+    scenario = subprocess.run([SIPP, "-sd", "uas"], capture_output=True, text=True).stdout  # exits 99 when done
+    if "RTP/AVP 0" not in scenario:
+        raise RuntimeError("sipp -sd uas did not print its UAS scenario")
+    scenario = scenario.replace("RTP/AVP 0", "RTP/AVP 111").replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2")
+    path = workdir / "uas-opus.xml"
+    path.write_text(scenario)
+    return ["-sf", str(path)]
+
+
+async def one_sip_step(n: int, seconds: float, client_count: int, workdir: Path,
+                       codec: str = "PCMU") -> dict[str, Any]:
     """N calls through the real server: the WebSDK call protocol, the SIP gateway, SIPp as the callee
-    (its built-in UAS answering PCMU, -rtp_echo sending every RTP packet back to where it came from)."""
+    (its built-in UAS answering PCMU, or Opus, -rtp_echo sending every RTP packet back to where it came
+    from)."""
     import shutil
     import subprocess
 
@@ -508,9 +529,9 @@ async def one_sip_step(n: int, seconds: float, client_count: int, workdir: Path)
     assert server.proc is not None
     sip_port, media_port = free_port(), free_port()
     sipp = await asyncio.create_subprocess_exec(
-        SIPP, "-sn", "uas", "-i", "127.0.0.1", "-p", str(sip_port), "-mi", "127.0.0.1", "-mp", str(media_port),
-        "-rtp_echo", "-nostdin", "-timeout", "600s", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        cwd=workdir)
+        SIPP, *uas_scenario(codec, workdir), "-i", "127.0.0.1", "-p", str(sip_port), "-mi", "127.0.0.1",
+        "-mp", str(media_port), "-rtp_echo", "-nostdin", "-timeout", "600s",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir)
     clients = [await Child("sip-browser-side").start() for _ in range(client_count)]
     loop = asyncio.get_running_loop()
     established: list[float] = []
@@ -547,6 +568,7 @@ async def one_sip_step(n: int, seconds: float, client_count: int, workdir: Path)
         loss = max(0.0, 1 - received / sent) if sent else 1.0
         return {
             "calls": n,
+            "callee_codec": codec,
             "server_cpu_pct": 100 * (cpu1 - cpu0) / wall,
             "server_cpu_pct_per_call": 100 * (cpu1 - cpu0) / wall / n,
             "client_cpu_pct": 100 * (cc1 - cc0) / wall,
@@ -585,23 +607,31 @@ async def drive_sip(args: argparse.Namespace) -> None:
                   f"{result['loss_round_trip_pct']:.2f} %", file=sys.stderr)
             if result["loss_round_trip_pct"] >= 1.0 and n != steps[0]:
                 break
+        # The same calls with an Opus callee: forwarded both ways, no transcoder (the ratio's baseline).
+        forwarded = await one_sip_step(args.compare, args.seconds, args.browsers, Path(folder), "opus")
+    transcoded = next((r for r in results if r["calls"] == args.compare), None)
     ok = [r for r in results if r["loss_round_trip_pct"] < 1.0 and r["pps_sent_per_call"] >= PACED]
     best = max((r["calls"] for r in ok), default=0)
     print(f"\nBridged calls through the SIP gateway (WebSDK call protocol -> INVITE -> SIPp UAS, PCMU, RTP echoed),"
           f" Opus <-> PCMU transcoded both ways, {args.seconds:.0f} s window per step, {os.cpu_count()} cores")
-    print(f"{'calls':>5} {'server CPU %':>12} {'per call %':>10} {'clients CPU %':>13} {'SIPp CPU %':>10} "
+    print(f"{'calls':>7} {'server CPU %':>12} {'per call %':>10} {'clients CPU %':>13} {'SIPp CPU %':>10} "
           f"{'loss (round trip) %':>19} {'pkt/s sent -> back':>19} {'talk p50/p99 ms':>16} {'audio p50/p99 ms':>17}")
-    for r in results:
-        print(f"{r['calls']:>5} {r['server_cpu_pct']:>12.1f} {r['server_cpu_pct_per_call']:>10.2f} "
+    for r in [*results, forwarded]:
+        label = f"{r['calls']}" + (" opus" if r["callee_codec"] == "opus" else "")
+        print(f"{label:>7} {r['server_cpu_pct']:>12.1f} {r['server_cpu_pct_per_call']:>10.2f} "
               f"{r['client_cpu_pct']:>13.1f} {r['sipp_cpu_pct']:>10.1f} {r['loss_round_trip_pct']:>19.2f} "
               f"{r['pps_sent_per_call']:>9.1f} ->{r['pps_back_per_call']:>7.1f} "
               f"{r['established_p50_ms']:>7.0f}/{r['established_p99_ms']:<8.0f} "
               f"{r['media_p50_ms']:>8.0f}/{r['media_p99_ms']:<8.0f}")
     per_call = statistics.median(r["server_cpu_pct_per_call"] for r in results)
+    ratio = (transcoded["server_cpu_pct_per_call"] / forwarded["server_cpu_pct_per_call"]
+             if transcoded and forwarded["server_cpu_pct_per_call"] else None)
     print(f"\nmost calls with < 1 % round-trip loss, the browsers at pace: {best}; "
-          f"server CPU per call (median of steps): {per_call:.2f} % "
-          "of one core")
+          f"server CPU per call (median of steps): {per_call:.2f} % of one core")
+    if ratio is not None:
+        print(f"{args.compare} calls, server CPU per call: PCMU (transcoded) / Opus (forwarded) = {ratio:.2f}")
     print(json.dumps({"bench": "sip", "mode": "gateway", "seconds": args.seconds, "steps": results,
+                      "forwarded_opus": forwarded, "transcoded_over_forwarded_cpu": ratio,
                       "max_calls_under_1pct_loss": best, "server_cpu_pct_per_call": round(per_call, 3)}))
 
 
@@ -644,6 +674,9 @@ def main() -> None:
     parser.add_argument("--codec", default="PCMU", choices=("PCMU", "PCMA"))
     parser.add_argument("--browsers", type=int, default=2, help="client processes for the browser side")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compare", type=int, default=10,
+                        help="calls of the Opus-callee step (forwarded, no transcoding) compared with the same "
+                             "number transcoded")
     parser.add_argument("--media-only", action="store_true",
                         help="drive the media API directly, plain RTP phones as the SIP side (no SIP signalling)")
     parser.add_argument("--browser-side", action="store_true", help=argparse.SUPPRESS)

@@ -18,7 +18,8 @@ The SIP leg's RTP (media/sip_rtp.py): symmetric RTP; every packet we send there,
 or an RFC 4733 event (media/sip_dtmf.py), goes through one RtpRewriter (the native one on a native
 core), so the peer sees one SSRC with continuous sequence numbers and timestamps. Audio is held back
 while an event is sent. Sending stops while either side holds (SDP directions); RTP timeout
-(`rtp_timeout` without RTP while neither side holds) calls `on_timeout` once. RTCP: a sender or
+(`rtp_timeout` without RTP while neither side holds) calls `on_timeout` once; so does the browser's
+peer connection failing or closing. RTCP: a sender or
 receiver report every RTCP_INTERVAL seconds; what the peer sends is counted.
 
 Knows nothing of SIP signalling, sessions or hooks: the signalling side calls this API.
@@ -175,6 +176,7 @@ class CallMedia:
         self._sip_ingest: Any = None  # statistics of the peer's audio (loss, jitter)
         self._from_sip_seq = secrets.randbits(16)
         self._from_sip_ts = secrets.randbits(32)
+        self._from_sip_ssrc = secrets.randbits(32) or 1  # a new one per transcoder: its timeline is its own
         self.audio_held_for_dtmf = 0
         self.audio_not_sent_on_hold = 0
         self.unknown_payload = 0
@@ -268,6 +270,7 @@ class CallMedia:
         peer.on_rtp = self._on_browser_rtp
         peer.on_rtcp = self._on_browser_rtcp
         peer.on_route = self._on_browser_route
+        peer.on_state = self._on_browser_state
         self._start_task(self._browser_report_loop())
         self._wire()
 
@@ -449,6 +452,8 @@ class CallMedia:
         self.remote_direction = audio.direction
         self._sip = _SipSide(codec, dtmf, video, local)
         if self._sip_rewriter is None or self._sip_rewriter.clock_rate != codec.clock_rate:
+            if self._sip_rewriter is not None:  # another RTP clock: another SSRC (RFC 7160 section 4.1)
+                self._sip_ssrc = secrets.randbits(32) or 1
             self._sip_rewriter = self.core.rtp.RtpRewriter(self._sip_ssrc, codec.payload_type, codec.clock_rate)
         if self._sip_ingest is None or self._sip_ingest.clock_rate != codec.clock_rate:
             self._sip_ingest = self.core.track.IngestTrack("opus", codec.clock_rate)
@@ -498,6 +503,7 @@ class CallMedia:
         else:
             self._to_sip = AudioTranscoder(f"{self.call_id} to sip", "opus", codec.key, self._on_to_sip)
             self._from_sip = AudioTranscoder(f"{self.call_id} from sip", codec.key, "opus", self._on_from_sip)
+            self._from_sip_ssrc = secrets.randbits(32) or 1  # readers' rewriters continue across the change
             self._to_sip.start(loop)
             self._from_sip.start(loop)
             browser_audio.listeners.append(self._on_browser_audio)
@@ -661,7 +667,7 @@ class CallMedia:
         for payload, timestamp in payloads:
             self._from_sip_seq = (self._from_sip_seq + 1) & 0xFFFF
             header = header_type(payload_type=OPUS_PT, sequence_number=self._from_sip_seq,
-                                 timestamp=(timestamp + self._from_sip_ts) & 0xFFFFFFFF, ssrc=self._sip_ssrc)
+                                 timestamp=(timestamp + self._from_sip_ts) & 0xFFFFFFFF, ssrc=self._from_sip_ssrc)
             self._sip_audio_track.on_rtp(bytes(header) + payload, now)
 
     def _on_sip_rtcp(self, data: bytes, now: float) -> None:
@@ -751,12 +757,22 @@ class CallMedia:
                 continue
             since = max(t for t in (self._last_rtp_at, self._timer_from, 0.0) if t is not None)
             if now - since > self.settings.rtp_timeout:
-                self._timed_out = True
-                log.info("call %r: no RTP from the SIP peer for %.0f s", self.call_id, now - since)
-                try:
-                    self.on_timeout()
-                except Exception:
-                    log.exception("call %r: on_timeout failed", self.call_id)
+                self._media_lost(f"no RTP from the SIP peer for {now - since:.0f} s")
+
+    def _media_lost(self, why: str) -> None:
+        """The call's media is gone (RTP timeout, or the browser's connection failed): `on_timeout`, once."""
+        if self._timed_out or self.closed:
+            return
+        self._timed_out = True
+        log.info("call %r: %s", self.call_id, why)
+        try:
+            self.on_timeout()
+        except Exception:
+            log.exception("call %r: on_timeout failed", self.call_id)
+
+    def _on_browser_state(self, state: str) -> None:
+        if state in ("failed", "closed"):
+            self._media_lost(f"the browser's connection is {state}")
 
     # -- the rest ----------------------------------------------------------------------------------
 

@@ -82,6 +82,8 @@ if [ $want_test = 1 ]; then
     # An independent RTSP server standing in for IP cameras (GStreamer's rtsp-server, system Python).
     apt_install python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
         gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+    # SIPp: its captured RFC 2833 digits replayed to a call's media, and the callee of bench_sip.py.
+    apt_install sip-tester
     command -v npm >/dev/null || apt_install npm
     if websdk_missing; then
         say "installing the official WebSDK from npm"

@@ -50,10 +50,11 @@ class Call:
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     made: list[tuple[CallMedia, BrowserLeg, Phone, Transcoders]] = []
-    core = MediaCore(native.rtp_module(), native.rtcp_module(), native.track_module())
 
     async def make(codec: str, *, settings: SipMediaSettings | None = None, outgoing: bool = False,
-                   phone_direction: str = "sendrecv") -> tuple[Call, list[str], list[bool]]:
+                   phone_direction: str = "sendrecv", python_core: bool = False) -> tuple[Call, list[str], list[bool]]:
+        core = MediaCore(native.rtp_module(python_core), native.rtcp_module(python_core),
+                         native.track_module(python_core))
         registry = StreamRegistry()
         transcoders = Transcoders(core.track, core.rtp)
         digits: list[str] = []
@@ -449,3 +450,115 @@ async def test_a_browser_answer_without_audio_is_a_sip_media_error() -> None:
         await client.close()
     finally:
         await media.close()
+
+
+async def test_python_twins_bridge_a_call_too(setup: Callable[..., Any]) -> None:
+    """A server on --python-core: the SIP leg's rewriting and ingest run on the readable twins."""
+    call, _digits, _timeouts = await setup("PCMU", python_core=True)
+    assert native.is_twin(call.media.core.rtp)
+    await call.phone.play_tone(PHONE_TONE, 6.0)
+    recorded, rate = read_wav(await call.phone.record(2.0))
+    assert abs(peak_frequency(recorded, rate) - BROWSER_TONE) < TOLERANCE
+    await wait_for(lambda: len(call.browser.recording()) > 2 * call.browser.rate)
+    assert abs(peak_frequency(call.browser.recording(1.5), call.browser.rate) - PHONE_TONE) < TOLERANCE
+
+
+async def test_a_reinvite_to_another_codec_rewires_the_call(setup: Callable[..., Any]) -> None:
+    call, _digits, _timeouts = await setup("PCMU")
+    await wait_for(lambda: len(call.phone.received) > 10)
+    old = call.media.audio_transcoders
+    assert len(old) == 2
+    call.phone.codec = "opus"  # the phone's re-INVITE offers Opus only now
+    answer = call.media.sip_answer(call.phone.sdp())
+    assert "opus/48000/2" in answer and "PCMU" not in answer
+    assert call.media.audio_transcoders == [] and not call.media.transcoding
+    assert all(t.join(5) for t in old)  # the transcoders' threads ended
+    await call.phone.play_tone(PHONE_TONE, 6.0)
+    recorded, rate = read_wav(await call.phone.record(2.0))
+    assert abs(peak_frequency(recorded, rate) - BROWSER_TONE) < TOLERANCE
+    before = len(call.browser.recording())
+    await wait_for(lambda: len(call.browser.recording()) > before + 2 * call.browser.rate)
+    assert abs(peak_frequency(call.browser.recording(1.5), call.browser.rate) - PHONE_TONE) < TOLERANCE
+    # Another RTP clock, another SSRC (RFC 7160); each numbered without a gap.
+    packets = [rtp_fields(p) for p in call.phone.received]
+    ssrcs = list(dict.fromkeys(p[4] for p in packets))
+    assert len(ssrcs) == 2
+    for ssrc in ssrcs:
+        seqs = [p[2] for p in packets if p[4] == ssrc]
+        assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+
+
+async def test_a_real_phones_rfc2833_digits_are_reported_once_each(setup: Callable[..., Any]) -> None:
+    """SIPp's captures of a phone's digits (with the phone's own quirks: the three end packets share a
+    sequence number), replayed from the phone's port at their captured pace."""
+    from tests.support.rtp_phone import pcap_udp_payloads
+
+    call, digits, _timeouts = await setup("PCMU")
+    names = {"1": "1", "5": "5", "star": "*", "pound": "#", "0": "0"}
+    for name in names:
+        packets = pcap_udp_payloads(Path(f"/usr/share/sip-tester/dtmf_2833_{name}.pcap"))
+        start = packets[0][0]
+        began = asyncio.get_running_loop().time()
+        for at, packet in packets:
+            await asyncio.sleep(max(0.0, began + at - start - asyncio.get_running_loop().time()))
+            call.phone.send(packet)
+        await asyncio.sleep(0.1)
+    await wait_for(lambda: len(digits) >= len(names))
+    await asyncio.sleep(0.3)
+    assert digits == list(names.values())
+    assert call.sip["dtmf_received"] == len(names)
+
+
+async def test_hostile_sdp_in_a_running_call_is_refused_and_the_call_goes_on(setup: Callable[..., Any]) -> None:
+    call, _digits, _timeouts = await setup("PCMU")
+    await wait_for(lambda: len(call.phone.received) > 10)
+    bad = ["", "v=0\r\n" + "a=x\r\n" * 5000, call.phone.sdp().replace("RTP/AVP 0 101", "RTP/AVP 18"),
+           call.phone.sdp().replace("c=IN IP4 127.0.0.1", "c=IN IP4 evil.example"),
+           call.phone.sdp().replace("RTP/AVP", "RTP/SAVP"), call.phone.sdp().replace("m=audio", "m=video")]
+    for sdp in bad:
+        with pytest.raises(SipMediaError):
+            call.media.sip_answer(sdp)
+        with pytest.raises(SipMediaError):
+            call.media.sip_answered(sdp)
+    with pytest.raises(ValueError):
+        call.media.sip_offer("sideways")
+    with pytest.raises(ValueError):
+        call.media.send_dtmf("12X")
+    assert call.sip["codec"] == "PCMU" and call.sip["remote_direction"] == "sendrecv"
+    before = len(call.phone.received)
+    await wait_for(lambda: len(call.phone.received) > before + 25)  # still sending, to the same place
+    assert call.phone.sources == {("127.0.0.1", call.sip["local_port"])}
+    await call.media.close()
+    await call.media.close()  # idempotent
+    with pytest.raises(SipMediaError, match="ended"):
+        call.media.sip_offer()
+
+
+async def test_the_browser_leaving_ends_the_calls_media(setup: Callable[..., Any]) -> None:
+    call, _digits, timeouts = await setup("PCMU")
+    await wait_for(lambda: call.media.describe()["browser"]["connected"])
+    await call.browser.close()  # the tab is gone: DTLS close_notify, ICE stops
+    await wait_for(lambda: timeouts == [True], 40)
+    await asyncio.sleep(0.3)
+    assert timeouts == [True]  # once
+
+
+async def test_a_reinvite_to_another_g711_law_gives_new_transcoders(setup: Callable[..., Any]) -> None:
+    """PCMU -> PCMA: both transcoders are made anew; the browser's audio goes on at the same frequency
+    (the new transcoder's output is a new source its rewriter continues from, not a jump back in time)."""
+    call, _digits, _timeouts = await setup("PCMU")
+    await call.phone.play_tone(PHONE_TONE, 2.0)
+    await wait_for(lambda: len(call.browser.recording()) > call.browser.rate)
+    await call.phone.wait_senders()
+    old = call.media.audio_transcoders
+    call.phone.codec = "PCMA"
+    assert "PCMA/8000" in call.media.sip_answer(call.phone.sdp())
+    assert [(t.source.name, t.target.name) for t in call.media.audio_transcoders] == \
+        [("opus", "PCMA"), ("PCMA", "opus")]
+    assert all(t.join(5) for t in old)
+    await call.phone.play_tone(PHONE_TONE * 1.5, 6.0)
+    before = len(call.browser.recording())
+    await wait_for(lambda: len(call.browser.recording()) > before + 2 * call.browser.rate)
+    assert abs(peak_frequency(call.browser.recording(1.5), call.browser.rate) - PHONE_TONE * 1.5) < TOLERANCE
+    recorded, rate = read_wav(await call.phone.record(2.0))
+    assert abs(peak_frequency(recorded, rate) - BROWSER_TONE) < TOLERANCE

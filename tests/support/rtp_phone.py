@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -128,6 +129,12 @@ class Phone:
             args += ["-frame_size", str(rate // 50)] if self.codec != "G722" else []
         args += ["-payload_type", str(pt), "-f", "rtp", f"rtp://127.0.0.1:{self.inner_port}?pkt_size=1200"]
         self._processes.append(await asyncio.create_subprocess_exec(*args, stdin=subprocess.DEVNULL))
+
+    async def wait_senders(self, timeout: float = 30.0) -> None:
+        """Until every ffmpeg sending a tone has ended."""
+        async with asyncio.timeout(timeout):
+            for process in self._processes:
+                await process.wait()
 
     async def record(self, seconds: float) -> Path:
         """ffmpeg records what the call sends (from its RTP in the phone's SDP) to a wav file; returns its
@@ -290,3 +297,20 @@ class VideoPort:
         for transport in (self._transport, self._inner):
             if transport is not None:
                 transport.close()
+
+
+def pcap_udp_payloads(path: Path) -> list[tuple[float, bytes]]:
+    """(capture time, UDP payload) of each IPv4 packet of a classic pcap file (Ethernet or Linux cooked)."""
+    data = path.read_bytes()
+    order = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    link = {1: 14, 113: 16}[struct.unpack(order + "I", data[20:24])[0]]
+    out = []
+    pos = 24
+    while pos + 16 <= len(data):
+        seconds, micros, length, _ = struct.unpack(order + "IIII", data[pos:pos + 16])
+        frame = data[pos + 16:pos + 16 + length]
+        pos += 16 + length
+        ip = frame[link:]
+        udp = ip[(ip[0] & 0x0F) * 4:]
+        out.append((seconds + micros / 1e6, udp[8:]))
+    return out
