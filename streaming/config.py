@@ -415,6 +415,9 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
     for name in ("ws.cert", "ws.key"):
         if values[name] is not None and not Path(values[name]).is_file():
             raise ConfigError(f"{name} file {values[name]} does not exist")
+    if not 1024 <= values["sip.rtp_port_min"] < values["sip.rtp_port_max"]:
+        raise ConfigError(f"sip.rtp_port_min {values['sip.rtp_port_min']} must be at least 1024 and below "
+                          f"sip.rtp_port_max {values['sip.rtp_port_max']}")
     if (values["sip.cert"] is None) != (values["sip.key"] is None):
         raise ConfigError("sip.cert and sip.key go together: give both for SIP over TLS, or neither")
     if values["rtsp.auth"] != "none" and not values["rtsp.users"]:
