@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pylibsrtp
-from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.exceptions import InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
@@ -58,6 +58,7 @@ class NegotiatedTrack:
     mid: str | None
     codec: RTCRtpCodecParameters  # with the payload type of this peer
     ssrc: int | None = None  # the remote SSRC (publisher) or ours (viewer)
+    send_ssrc: int | None = None  # ours, on a sendrecv (call) track
 
 
 def _roomy(session: pylibsrtp.Session) -> None:
@@ -256,6 +257,71 @@ class Peer:
             self.tracks.append(NegotiatedTrack(transceiver.kind, transceiver.mid, transceiver._codecs[0],
                                                transceiver.sender._ssrc))
         return answer
+
+    async def answer_call(self, offer: str) -> str:
+        """Answer a sendrecv offer (a call: the browser sends and receives on one connection) with the
+        first forwardable codec of each kind, both ways. Each track has the browser's SSRC (`ssrc`) and
+        ours (`send_ssrc`); like a viewer's, our packets carry no header extensions."""
+        parsed = parse_offer(offer)
+        await self._set_remote(offer)
+        for transceiver in self.pc.getTransceivers():
+            transceiver._codecs = _forwardable(transceiver._codecs)[:1]
+            self._disarm(transceiver)
+            if not transceiver._codecs:
+                raise NoCommonCodecs(f"the {transceiver.kind} offer has no codec the server forwards "
+                                     "(VP8, H264 packetization-mode 1, opus)")
+            transceiver._headerExtensions = []
+            transceiver.sender.replaceTrack(_SilentTrack(transceiver.kind))
+            transceiver.direction = "sendrecv"
+        answer = await self._answer()
+        for transceiver in self.pc.getTransceivers():
+            media = self._media_for(parsed, transceiver)
+            ssrc = media.ssrc[0].ssrc if media is not None and media.ssrc else None
+            self.tracks.append(NegotiatedTrack(transceiver.kind, transceiver.mid, transceiver._codecs[0], ssrc,
+                                               transceiver.sender._ssrc))
+        return answer
+
+    async def offer_call(self, video: bool) -> str:
+        """Our offer for a call the server places to the browser (an incoming SIP call: the WebSDK
+        answers): sendrecv Opus, and VP8/H.264 (packetization-mode 1) video when `video`. The tracks are
+        known once `call_answered` has the browser's answer."""
+        kinds = ["audio", "video"] if video else ["audio"]
+        for kind in kinds:
+            transceiver = self.pc.addTransceiver(_SilentTrack(kind), direction="sendrecv")
+            capabilities = RTCRtpSender.getCapabilities(kind)
+            preferred = [c for c in capabilities.codecs if c.mimeType in FORWARDABLE
+                         and (c.mimeType != "video/H264" or c.parameters.get("packetization-mode") in (1, "1"))]
+            transceiver.setCodecPreferences(preferred)
+            self._disarm(transceiver)
+        offer = await self.pc.createOffer()
+        # As for a viewer: no header extensions (what we forward keeps its source's; demux is by SSRC).
+        for transceiver in self.pc.getTransceivers():
+            transceiver._headerExtensions = []
+        plain = "".join(line for line in offer.sdp.splitlines(keepends=True) if not line.startswith("a=extmap:"))
+        await self.pc.setLocalDescription(RTCSessionDescription(sdp=plain, type="offer"))
+        self._intercept(self.pc.getTransceivers()[0].receiver.transport)
+        sdp = str(self.pc.localDescription.sdp)
+        return announce(sdp, self.public_address) if self.public_address else sdp
+
+    async def call_answered(self, answer: str) -> None:
+        """The browser's answer to `offer_call`: each kind's negotiated codec and both SSRCs in `tracks`."""
+        parsed = parse_offer(answer)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        except OperationError as exc:
+            raise NoCommonCodecs(f"no common codecs: {exc}") from None
+        except (ValueError, AssertionError, KeyError, IndexError, TypeError, InvalidStateError) as exc:
+            raise SdpError(f"SDP answer refused: {exc}") from None
+        for transceiver in self.pc.getTransceivers():
+            codecs = _forwardable(transceiver._codecs)
+            if not codecs:
+                continue
+            media = self._media_for(parsed, transceiver)
+            ssrc = media.ssrc[0].ssrc if media is not None and media.ssrc else None
+            self.tracks.append(NegotiatedTrack(transceiver.kind, transceiver.mid, codecs[0], ssrc,
+                                               transceiver.sender._ssrc))
+        if not any(t.kind == "audio" for t in self.tracks):
+            raise NoCommonCodecs("the browser's answer takes no audio codec the server forwards (opus)")
 
     async def _set_remote(self, offer: str) -> None:
         try:

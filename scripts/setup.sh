@@ -88,9 +88,13 @@ if [ $want_test = 1 ]; then
     apt_install tcpdump
     # An RTMP server receiving our pushes (nginx with its RTMP module, started by the tests themselves).
     apt_install nginx libnginx-mod-rtmp
+    # SIPp: its captured RFC 2833 digits replayed to a call's media, and the callee of bench_sip.py.
+    apt_install sip-tester
     command -v npm >/dev/null || apt_install npm
     if websdk_missing; then
         say "installing the official WebSDK from npm"
         npm ci --no-audit --no-fund --loglevel=error >/dev/null
     fi
+    # SIP peers of the gateway's tests: kamailio (registrar, proxy), baresip (phones), SIPp (scenarios).
+    apt_install kamailio baresip sip-tester
 fi

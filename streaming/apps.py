@@ -44,6 +44,10 @@ REST_METHODS: tuple[str, ...] = (
     "ErrorEvent",
     "sessionDebug",
     "SessionDebugStatusEvent",
+    # the SIP gateway (streaming/sip_service.py)
+    "answer", "hangup", "hold", "unhold", "transfer", "sendDTMF", "sendMessage", "sendIMDN", "subscribe",
+    "sendXcapRequest", "OnCallEvent", "OnMessageEvent", "RegistrationStatusEvent", "TransferStatusEvent",
+    "MessageStatusEvent", "SubscriptionStatusEvent", "XcapStatusEvent", "DTMFEvent",
 )
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

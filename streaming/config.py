@@ -343,6 +343,22 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds of a session's RTP/RTCP captured for a no_media bug report (pcap beside the report)"),
     Setting("capture.max_bytes", 8 * 1024 * 1024, _positive_int,
             "largest capture file (a no_media bug report's, a sessionDebug's): packets beyond it are left out"),
+    Setting("sip.bind", None, _optional_address, "address the SIP gateway listens on (default: server.bind)"),
+    Setting("sip.udp_port", 5060, _port, "SIP over UDP (0: any free port)"),
+    Setting("sip.tcp_port", 5060, _port, "SIP over TCP (0: any free port)"),
+    Setting("sip.tls_port", 5061, _port, "SIP over TLS, used when sip.cert and sip.key are given"),
+    Setting("sip.cert", None, _optional_path, "PEM certificate (chain) for SIP over TLS"),
+    Setting("sip.key", None, _optional_path, "PEM private key for SIP over TLS"),
+    Setting("sip.public_address", None, _optional_address,
+            "address announced in Via, Contact and SDP instead of the bound one (1:1 NAT)"),
+    Setting("sip.invite_rate", 20.0, _positive_float,
+            "new INVITEs per second the gateway takes; beyond it they get 503 with Retry-After"),
+    Setting("sip.register_expires", 3600, _positive_int, "seconds a SIP registration asks for (refreshed before)"),
+    Setting("sip.xcap_url", "", _text, "base URL of the XCAP server for sendXcapRequest (empty: none)"),
+    Setting("sip.rtp_port_min", 20000, _port, "lowest RTP port of the SIP calls' media"),
+    Setting("sip.rtp_port_max", 20999, _port, "highest RTP port of the SIP calls' media"),
+    Setting("sip.rtp_timeout", 30.0, _positive_float,
+            "seconds without RTP from a SIP peer (not on hold) before its call ends FAILED"),
     Setting("web.websdk_dir", None, _optional_path,
             "folder of the @flashphoner/websdk package served at /websdk/ (default: ./node_modules/...)"),
 )
@@ -452,6 +468,11 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
     for name in ("ws.cert", "ws.key"):
         if values[name] is not None and not Path(values[name]).is_file():
             raise ConfigError(f"{name} file {values[name]} does not exist")
+    if not 1024 <= values["sip.rtp_port_min"] < values["sip.rtp_port_max"]:
+        raise ConfigError(f"sip.rtp_port_min {values['sip.rtp_port_min']} must be at least 1024 and below "
+                          f"sip.rtp_port_max {values['sip.rtp_port_max']}")
+    if (values["sip.cert"] is None) != (values["sip.key"] is None):
+        raise ConfigError("sip.cert and sip.key go together: give both for SIP over TLS, or neither")
     if values["rtsp.auth"] != "none" and not values["rtsp.users"]:
         raise ConfigError(f"rtsp.auth is {values['rtsp.auth']} but rtsp.users is empty: no one could play "
                           "over RTSP; give users as user:password, or set rtsp.auth to none")

@@ -18,6 +18,7 @@ CLIENT_MESSAGES = frozenset({
     "sendStreamEvent", "sendData", "snapshot", "availableStream",
     "submitBugReport", "sessionDebug", "pushLogs",
     "call", "answer", "hangup", "hold", "unhold", "sendDtmf", "transfer",
+    "sendMessage", "sendIMDN", "subscribe", "sendXcapRequest",
 })
 # Messages whose data is [null].
 NULL_DATA_MESSAGES = frozenset({"ping", "pong"})

@@ -59,6 +59,11 @@ METHOD_KINDS: dict[str, HookKind] = {
     "ErrorEvent": HookKind.EVENT,
     "sessionDebug": HookKind.DIRECT,
     "SessionDebugStatusEvent": HookKind.EVENT,
+    # the SIP gateway (streaming/sip_service.py); its events default to EVENT
+    **{m: HookKind.DIRECT for m in ("answer", "hangup", "hold", "unhold", "transfer", "sendDTMF", "sendMessage",
+                                    "sendIMDN", "subscribe", "sendXcapRequest")},
+    "OnCallEvent": HookKind.INCOMING,
+    "OnMessageEvent": HookKind.INCOMING,
 }
 
 ON_ERROR_VALUES = ("LOG", "FAIL")

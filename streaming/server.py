@@ -37,6 +37,7 @@ from .rtmp.push import PushService
 from .rtsp_pull import PullService, PullSettings
 from .rtsp_server import RtspService
 from .session import Session, SessionRegistry
+from .sip_service import SipService, SipSettings, media_factory
 from .snapshots import SnapshotService
 from .streams import StreamService, validate_name
 from .ws import ClientConnection, ConnectionServices, Handler
@@ -100,13 +101,15 @@ class Server:
                                       reports_dir, self.captures)
         self.snapshots = SnapshotService(self.depacketize, self.streams.published, self.hooks, self.media.now)
         self.availability = StreamAvailability(self.streams.published)
-        for service in (self.events, self.bug_reports, self.snapshots, self.captures, self.availability):
+        self.sip = SipService(SipSettings.from_config(config), self.hooks,
+                              media_factory(self.media, self.transcoders, registry, SipSettings.from_config(config)))
+        for service in (self.events, self.bug_reports, self.snapshots, self.captures, self.availability, self.sip):
             self.handlers.update(service.handlers())
         self.connection_services = ConnectionServices(
             node_id=config.node_id, apps=self.apps, hooks=self.hooks, sessions=self.sessions, handlers=self.handlers,
             on_session_closed=self.on_session_closed, ping_interval=config["ws.ping_interval"],
             ping_probes=config["ws.ping_probes"], max_message_bytes=config["ws.max_message_bytes"],
-            connect_on_error=config["hooks.connect_on_error"])
+            connect_on_error=config["hooks.connect_on_error"], on_session_established=self.sip.session_established)
         self.metrics = Metrics(self)  # /metrics (streaming/metrics.py); reads the services above
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
@@ -150,6 +153,8 @@ class Server:
         if self.config["rtmp.enabled"]:
             rtmp_port = await self.rtmp.start(bind, self.config["rtmp.port"])
             self.urls["rtmp"] = f"rtmp://{_host_for_url(bind)}:{rtmp_port}"
+        for name, port in (await self.sip.start()).items():
+            self.urls[name] = f"{_host_for_url(self.sip.settings.stack.bind)}:{port}"
         return self.urls
 
     async def _listen(self, app: web.Application, host: str, port: int,
@@ -165,6 +170,7 @@ class Server:
 
     async def stop(self) -> None:
         await self.metrics.stop()
+        await self.sip.shutdown()
         await self.streams.shutdown()
         await self.keepalive.shutdown()
         await self.snapshots.shutdown()
@@ -219,6 +225,7 @@ class Server:
             "rtmp": self.rtmp.snapshot(),
             "rtmpPushes": len(self.pushes),
             "snapshots": self.snapshots.describe(),
+            "sip": self.sip.describe(),
             "streamEvents": {"sent": self.events.sent, "keepAlives": self.keepalive.sent,
                              "terminatedByKeepAlive": self.keepalive.terminated,
                              "bugReports": self.bug_reports.saved},
@@ -282,6 +289,7 @@ class Server:
         is left to do here."""
 
     async def on_session_closed(self, session: Session, reason: str) -> None:
+        await self.sip.session_closed(session, reason)
         await self.streams.session_closed(session, reason)
 
 

@@ -44,6 +44,7 @@ class ConnectionServices:
     ping_probes: int  # silent ping intervals before the socket is closed
     max_message_bytes: int
     connect_on_error: str  # hooks.connect_on_error: FAIL or LOG when the backend cannot be asked
+    on_session_established: Callable[[Session], Awaitable[None]] | None = None  # SIP registers
 
 
 class ClientConnection:
@@ -210,6 +211,8 @@ class ClientConnection:
         self._attach(session)
         await self._send_user_data(session)
         session.report_connection_status("ESTABLISHED", "Normal connection")
+        if self.services.on_session_established is not None:
+            await self.services.on_session_established(session)
         log.info("session %s established: app %s from %s", session.id, app.app_key, self.remote)
 
     async def _resume(self, token: str, app_key: str, obj: dict[str, Any]) -> bool:

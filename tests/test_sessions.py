@@ -117,7 +117,7 @@ def test_serve_refuses_to_start_without_the_native_core(tmp_path: Path) -> None:
     from tests.support.server import REPO
 
     tree = tmp_path / "tree"
-    for part in ("media", "streaming"):
+    for part in ("media", "streaming", "sip"):
         shutil.copytree(REPO / part, tree / part, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     # The editable install's import hook would find the real tree's extension: leave it out.
     script = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path "

@@ -35,7 +35,8 @@ class ServerProcess:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "streaming", "serve", "--data-dir", str(self.data_dir),
                 "--bind", "127.0.0.1", "--ws-port", "0", "--rest-port", "0", "--hls-port", "0", "--rtsp-port", "0",
-                "--rtmp-port", "0", "--ice-address", "127.0.0.1", *self.extra_args]
+                "--rtmp-port", "0", "--ice-address", "127.0.0.1", "--sip-udp-port", "0", "--sip-tcp-port", "0",
+                *self.extra_args]
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
