@@ -36,6 +36,7 @@ from .rtmp import RtmpService, RtmpSettings
 from .rtmp.push import PushService
 from .rtsp_pull import PullService, PullSettings
 from .rtsp_server import RtspService
+from .service_metrics import RtmpMetrics, SipMetrics
 from .session import Session, SessionRegistry
 from .sip_service import SipService, SipSettings, media_factory
 from .snapshots import SnapshotService
@@ -111,6 +112,8 @@ class Server:
             ping_probes=config["ws.ping_probes"], max_message_bytes=config["ws.max_message_bytes"],
             connect_on_error=config["hooks.connect_on_error"], on_session_established=self.sip.session_established)
         self.metrics = Metrics(self)  # /metrics (streaming/metrics.py); reads the services above
+        self.metrics.register(SipMetrics(self.sip))
+        self.metrics.register(RtmpMetrics(self.rtmp))
         self.started_at = time.time()
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
