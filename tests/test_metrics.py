@@ -98,17 +98,17 @@ def test_hls_clients_are_counted_within_the_window() -> None:
     assert clients.count(112.0) == 1
 
 
-class SipLike:
-    """What a SIP or RTMP service adds, with the protocol of streaming/metrics.py."""
+class Gadget:
+    """What another service adds, with the protocol of streaming/metrics.py."""
 
     def metrics(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily("streaming_sip_registrations", "SIP registrations", value=4)
+        yield GaugeMetricFamily("streaming_gadget_widgets", "Widgets of the gadget", value=4)
 
     def viewer_counts(self) -> dict[str, int]:
-        return {"sip": 2}
+        return {"gadget": 2}
 
     def stream_counts(self) -> dict[str, int]:
-        return {"rtmp": 1}
+        return {"gadget": 1}
 
 
 class Broken:
@@ -122,16 +122,18 @@ def test_other_services_plug_in(tmp_path: Path) -> None:
     args = config_module.argparse.Namespace(**{"server.data_dir": str(tmp_path / "data")})
     server = Server(config_module.load(args, environ={}))
     try:
-        server.sip = SipLike()  # type: ignore[attr-defined] # an attribute of the server is found
+        server.gadget = Gadget()  # type: ignore[attr-defined] # an attribute of the server is found
         server.metrics.register(Broken())  # and one registered; its failure leaves the rest
         scraped = samples(generate_latest(server.metrics.registry).decode())
     finally:
         server.transcoders.close()
         server.apps.close()
-    assert value(scraped, "streaming_sip_registrations") == 4
-    assert value(scraped, "streaming_viewers", protocol="sip") == 2
+    assert value(scraped, "streaming_gadget_widgets") == 4
+    assert value(scraped, "streaming_viewers", protocol="gadget") == 2
     assert value(scraped, "streaming_viewers", protocol="webrtc") == 0
-    assert value(scraped, "streaming_streams", kind="rtmp") == 1
+    assert value(scraped, "streaming_streams", kind="gadget") == 1
+    assert value(scraped, "streaming_streams", kind="rtmp") == 0  # the RTMP service's own, registered
+    assert ("streaming_sip_calls", frozenset()) in scraped  # and the SIP gateway's
     assert value(scraped, "streaming_sessions") == 0
 
 
