@@ -50,6 +50,7 @@ ENDED = ("FINISH", "BUSY", "FAILED")
 DTMF_TYPES = ("RFC2833", "INFO", "INFO_RELAY")
 NO_SIP = "SIP is not configured for this session: connect with sipLogin and sipDomain"
 MAX_CALLS = 8  # per session
+SHUTDOWN_GRACE = 3.0  # seconds the server's stop waits for the un-REGISTERs and BYEs of its phones
 
 
 @dataclass(frozen=True)
@@ -286,8 +287,16 @@ class SipService:
         return {f"sip_{t}": p for t, (_h, p) in self.stack.transport.local.items()}
 
     async def shutdown(self) -> None:
-        for gateway in list(self.gateways.values()):
-            await gateway.close("Server shutdown")
+        """Every phone hangs up and un-registers at once; registrars and peers that do not answer within
+        SHUTDOWN_GRACE do not hold up the server's stop."""
+        closing = [asyncio.ensure_future(g.close("Server shutdown")) for g in list(self.gateways.values())]
+        if closing:
+            _done, pending = await asyncio.wait(closing, timeout=SHUTDOWN_GRACE)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("SIP shutdown: %d phones did not finish hanging up or un-registering within %g s",
+                            len(pending), SHUTDOWN_GRACE)
         if self.started:
             await self.stack.close()
         if self._http is not None:

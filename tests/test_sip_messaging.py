@@ -397,3 +397,17 @@ async def test_rest_client_config_rules_the_sip_hooks(sip_server: ServerProcess,
     status = await client.expect("notifyMessage", where={"id": "m2"}, timeout=40)
     assert status["data"][0]["status"] == "FAILED" and "sipMessageRaw" not in status["data"][0]
     await client.close()
+
+
+async def test_a_dead_registrar_does_not_hold_up_the_servers_stop(
+        start_server: Any, backend: Backend, kamailio: Kamailio) -> None:
+    server: ServerProcess = start_server(["--sip-udp-port", "0", "--sip-tcp-port", "0"])
+    server.add_app("sipApp", "sipApp", backend.url)
+    clients = [await registered_client(server, kamailio) for _ in range(2)]
+    kamailio.stop()  # nobody will answer the un-REGISTERs now
+    code = await asyncio.get_running_loop().run_in_executor(None, server.stop)
+    for client in clients:
+        await client.close()
+    assert code == 0, server.log()[-3000:]
+    # Both phones un-registered at once and were given up on together, not one after the other.
+    assert "SIP shutdown: 2 phones did not finish hanging up or un-registering" in server.log()

@@ -196,7 +196,8 @@ def bob(kamailio: Kamailio) -> Iterator[Baresip]:
 
 
 @pytest.fixture
-def sip_server(start_server: Any, backend: Backend) -> ServerProcess:
+def sip_server(kamailio: Kamailio, start_server: Any, backend: Backend) -> ServerProcess:
+    # The registrar first: it is then stopped after the server, whose un-REGISTERs it answers.
     server: ServerProcess = start_server(["--sip-udp-port", "0", "--sip-tcp-port", "0", "--log-level", "debug"])
     server.add_app("sipApp", "sipApp", backend.url)
     return server
